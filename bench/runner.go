@@ -15,11 +15,11 @@ import (
 // Env is what scenarios may use: the godvm binary, the test kernel, and the
 // run mode.
 type Env struct {
-	Godvm  string // path of the godvm binary (for scenarios that boot guests)
-	Kernel string // test kernel (vmlinux)
+	Godvm   string // path of the godvm binary (for scenarios that boot guests)
+	Kernel  string // test kernel (vmlinux)
 	BzImage string // test kernel as bzImage (for peers that need one)
-	Initrd string
-	Quick  bool
+	Initrd  string
+	Quick   bool
 }
 
 // Scenario is one named measurement.

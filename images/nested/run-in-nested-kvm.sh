@@ -1,0 +1,204 @@
+#!/bin/bash
+# run-in-nested-kvm.sh: run a command inside a QEMU/TCG virtual machine that has a working
+# /dev/kvm (kvm_amd on TCG's emulated AMD SVM), for hosts without /dev/kvm.
+#
+# Usage: run-in-nested-kvm.sh [options] [--] CMD [ARG...]
+#   -s DIR      share host directory DIR read-write at the same path in the VM (repeatable)
+#   -r DIR      share host directory DIR read-only at the same path in the VM (repeatable)
+#   -e VAR      pass environment variable VAR into the VM (repeatable; GODVM_* always pass)
+#   -n          do not share the host's /usr read-only (then only static programs run)
+#   -t SECONDS  kill the VM after SECONDS (default 600); exit status 124
+#   -m MEM      VM memory (default 2G)
+#   -c CPUS     VM vCPUs (default 1; TCG runs them on one host thread each)
+#   -k PARAMS   kvm_amd module parameters, comma separated (e.g. npt=0)
+#   -v          stream the VM's kernel console to stderr (default: shown only on failure)
+#   -p          only build (or find) the cached kernel + initramfs and print its directory
+#
+# The current directory is always shared read-write at the same path, and the command runs
+# there with /bin/sh -c semantics on its quoted arguments. Its stdout and stderr come back
+# on this script's stdout and stderr, and its exit status is this script's exit status.
+# Statuses of the script itself: 124 timeout, 125 VM failed before the command finished,
+# 126 setup error on the host.
+#
+# Needs (Debian packages): qemu-system-x86, busybox-static, cpio, and apt access to download
+# linux-image-<version>-amd64 once (GODVM_NESTED_KERNEL_PKG chooses the package; default: the
+# one linux-image-amd64 depends on). The outer kernel and initramfs are cached under
+# ${XDG_CACHE_HOME:-~/.cache}/godvm/nested-<hash>/.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+die() { echo "run-in-nested-kvm: $*" >&2; exit 126; }
+
+shares=() roshares=() envs=() share_usr=1 timeout_s=600 mem=2G cpus=1 kvmamd= verbose=0 printonly=0
+while getopts 's:r:e:nt:m:c:k:vph' opt; do
+	case $opt in
+	s) shares+=("$(realpath -e -- "$OPTARG")") || die "no such directory: $OPTARG" ;;
+	r) roshares+=("$(realpath -e -- "$OPTARG")") || die "no such directory: $OPTARG" ;;
+	e) envs+=("$OPTARG") ;;
+	n) share_usr=0 ;;
+	t) timeout_s=$OPTARG ;;
+	m) mem=$OPTARG ;;
+	c) cpus=$OPTARG ;;
+	k) kvmamd=$OPTARG ;;
+	v) verbose=1 ;;
+	p) printonly=1 ;;
+	h) sed -n '2,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//'; exit 0 ;;
+	*) die "bad option (see -h)" ;;
+	esac
+done
+shift $((OPTIND - 1))
+[[ $printonly == 1 || $# -gt 0 ]] || die "no command given (see -h)"
+[[ $timeout_s =~ ^[0-9]+$ ]] || die "-t wants seconds, got '$timeout_s'"
+[[ $cpus =~ ^[0-9]+$ ]] || die "-c wants a number, got '$cpus'"
+
+for tool in qemu-system-x86_64 cpio sha256sum; do
+	command -v "$tool" >/dev/null || die "$tool not found (apt-get install qemu-system-x86 cpio)"
+done
+busybox=${GODVM_NESTED_BUSYBOX:-/bin/busybox}
+[[ -x $busybox ]] && ! ldd "$busybox" >/dev/null 2>&1 ||
+	die "$busybox is not a static busybox (apt-get install busybox-static)"
+
+# --- The cached outer kernel and initramfs -------------------------------------------------
+pkg=${GODVM_NESTED_KERNEL_PKG:-}
+if [[ -z $pkg ]]; then
+	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+	[[ -n $pkg ]] || die "cannot resolve linux-image-amd64 with apt-cache; set GODVM_NESTED_KERNEL_PKG"
+fi
+key=$( { echo "$pkg"; sha256sum "$busybox" "$here/init" "$here/modules.list" "$here/run-in-nested-kvm.sh"; } | sha256sum | cut -c1-16)
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/godvm/nested-$key
+if [[ ! -f $cache/initramfs.cpio ]]; then
+	work=$(mktemp -d "${TMPDIR:-/tmp}/nested-build.XXXXXX")
+	trap 'rm -rf "$work"' EXIT
+	echo "run-in-nested-kvm: building $cache (kernel package $pkg)" >&2
+	(cd "$work" && apt-get download "$pkg" >/dev/null 2>&1) || die "apt-get download $pkg failed"
+	dpkg-deb -x "$work"/"$pkg"_*.deb "$work/pkg"
+	kver=${pkg#linux-image-}
+	kver=${kver%-unsigned}
+	mods=$work/pkg/lib/modules/$kver/kernel
+	[[ -d $mods ]] || die "$pkg has no lib/modules/$kver"
+	root=$work/root
+	mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,root,modules}
+	cp "$busybox" "$root/bin/busybox"
+	ln -s busybox "$root/bin/sh"
+	cp "$here/init" "$root/init"
+	chmod 755 "$root/init"
+	grep -v -E '^\s*(#|$)' "$here/modules.list" | while read -r m; do
+		f=$mods/$m
+		if [[ ! -f $f ]]; then
+			for z in xz zst gz; do [[ -f $f.$z ]] && f=$f.$z; done
+		fi
+		case $f in
+		*.xz) xz -dc "$f" >"$root/modules/$(basename "$m")" ;;
+		*.zst) zstd -qdc "$f" >"$root/modules/$(basename "$m")" ;;
+		*.gz) gzip -dc "$f" >"$root/modules/$(basename "$m")" ;;
+		*.ko) cp "$f" "$root/modules/" ;;
+		esac || die "module $m missing from $pkg"
+		basename "$m" >>"$root/modules/order"
+	done
+	(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$work/initramfs.cpio"
+	mkdir -p "$(dirname "$cache")"
+	mkdir -p "$work/out"
+	cp "$work/pkg/boot/vmlinuz-$kver" "$work/out/vmlinuz"
+	mv "$work/initramfs.cpio" "$work/out/initramfs.cpio"
+	echo "$pkg" >"$work/out/package"
+	# Publish atomically: concurrent builders race harmlessly.
+	mv -T "$work/out" "$cache" 2>/dev/null || true
+	[[ -f $cache/initramfs.cpio ]] || die "could not populate $cache"
+	rm -rf "$work"
+	trap - EXIT
+fi
+if [[ $printonly == 1 ]]; then
+	echo "$cache"
+	exit 0
+fi
+
+# --- One run ------------------------------------------------------------------------------
+run=$(mktemp -d "${TMPDIR:-/tmp}/nested-run.XXXXXX")
+qpid= cpids=()
+cleanup() {
+	[[ -n $qpid ]] && kill "$qpid" 2>/dev/null
+	for p in "${cpids[@]}"; do kill "$p" 2>/dev/null; done
+	rm -rf "$run"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
+{
+	for a in "$@"; do printf '%s ' "$(quote "$a")"; done
+	echo
+} >"$run/cmd"
+pwd -P >"$run/cwd"
+{
+	for v in "${envs[@]}" $(compgen -e | grep '^GODVM_' || true) PATH; do
+		[[ -v $v ]] && echo "export $v=$(quote "${!v}")"
+	done
+} >"$run/env"
+
+qargs=(-accel tcg -cpu max -smp "$cpus" -m "$mem" -nodefaults -nographic -no-reboot
+	-kernel "$cache/vmlinuz" -initrd "$cache/initramfs.cpio")
+n=0
+addshare() { # path mode
+	local tag=s$n
+	n=$((n + 1))
+	local ro=
+	[[ $2 == ro ]] && ro=,readonly=on
+	qargs+=(-virtfs "local,path=$1,mount_tag=$tag,security_model=none,multidevs=remap$ro")
+	echo "$tag $1 $2" >>"$run/shares"
+}
+: >"$run/shares"
+qargs+=(-virtfs "local,path=$run,mount_tag=run,security_model=none")
+[[ $share_usr == 1 ]] && addshare /usr ro
+for d in "${roshares[@]}"; do addshare "$d" ro; done
+addshare "$(pwd -P)" rw
+for d in "${shares[@]}"; do addshare "$d" rw; done
+
+# Serial ports: ttyS0 kernel console, ttyS1 the command's stdout, ttyS2 its stderr.
+# QEMU's pipe chardev writes to <path>.out; we relay those FIFOs to our stdout/stderr.
+mkfifo "$run/con.in" "$run/con.out" "$run/out.in" "$run/out.out" "$run/err.in" "$run/err.out"
+if [[ $verbose == 1 ]]; then
+	cat "$run/con.out" >&2 &
+else
+	cat "$run/con.out" >"$run/console.log" &
+fi
+cpids+=($!)
+cat "$run/out.out" &
+cpids+=($!)
+cat "$run/err.out" >&2 &
+cpids+=($!)
+qargs+=(-chardev "pipe,id=con,path=$run/con" -serial chardev:con
+	-chardev "pipe,id=out,path=$run/out" -serial chardev:out
+	-chardev "pipe,id=err,path=$run/err" -serial chardev:err)
+append="console=ttyS0 panic=-1 quiet loglevel=4 nokaslr"
+[[ -n $kvmamd ]] && append+=" nested.kvm_amd=$kvmamd"
+qargs+=(-append "$append")
+
+start=$EPOCHREALTIME
+set +e
+timeout -k 5 "$timeout_s" qemu-system-x86_64 "${qargs[@]}" </dev/null >"$run/qemu.log" 2>&1 &
+qpid=$!
+wait "$qpid"
+qrc=$?
+qpid=
+set -e
+# The relays end at EOF once QEMU has closed its ends; a relay still waiting in open()
+# (QEMU never got that far) is released by opening and closing the FIFO here.
+for f in con out err; do exec 3<>"$run/$f.out"; exec 3>&-; done
+for p in "${cpids[@]}"; do wait "$p" 2>/dev/null || true; done
+cpids=()
+elapsed=$(awk "BEGIN{printf \"%.1f\", $EPOCHREALTIME - $start}")
+if [[ -s $run/status ]]; then
+	status=$(cat "$run/status")
+	[[ $verbose == 1 ]] && echo "run-in-nested-kvm: VM ran ${elapsed}s, command exit status $status" >&2
+	exit "$status"
+fi
+if [[ $qrc == 124 || $qrc == 137 ]]; then
+	echo "run-in-nested-kvm: timed out after ${timeout_s}s" >&2
+	rc=124
+else
+	echo "run-in-nested-kvm: the VM stopped before the command finished (qemu exit $qrc)" >&2
+	rc=125
+fi
+cat "$run/qemu.log" >&2
+[[ $verbose == 1 ]] || { echo "--- last 40 lines of the VM console:" >&2; tail -n 40 "$run/console.log" >&2 || true; }
+exit $rc

@@ -1,0 +1,627 @@
+package dsa
+
+import (
+	"bytes"
+	"encoding/binary"
+
+	"godvm/guestmem"
+)
+
+// The descriptor engine: validation, the operations, completion records and
+// completion interrupts (dsa-model.md §4; SPEC ch. 5 and 8). It touches guest
+// memory only through *guestmem.Memory and never panics on guest input.
+
+// Interrupter raises an MSI-X vector of the device. The MSI-X model behind it
+// honours the entry's mask (setting the PBA bit instead).
+type Interrupter interface {
+	Notify(vector int)
+}
+
+// SWError is one software-error report (the SWERROR register, SPEC 9.2.15).
+type SWError struct {
+	Code       uint8
+	WQ         int // -1: no WQ index
+	Desc       bool
+	Opcode     uint8
+	PASID      uint32
+	Priv       bool
+	Batch      bool
+	BatchIndex uint16
+	FaultAddr  uint64
+	FaultWrite bool
+}
+
+// wqParams is what a WQ's configuration fixes for the descriptors it accepts
+// (snapshotted at Enable WQ).
+type wqParams struct {
+	id        int
+	dedicated bool
+	maxXfer   uint64
+	maxBatch  uint32
+	bof       bool
+	pasid     uint32
+	priv      bool
+	opcap     [4]uint64
+}
+
+// executor runs descriptors. It is shared by the device's engines, the
+// standalone runner and the fuzz targets.
+type executor struct {
+	mem         *guestmem.Memory
+	intr        Interrupter // nil: no interrupts
+	vectors     int
+	version     uint32
+	swerr       func(SWError) // nil: dropped
+	drain       func(w *work) // waits for earlier descriptors (Drain op); nil: no-op
+	opcap       uint64
+	readbackCap bool
+}
+
+// work is one accepted descriptor.
+type work struct {
+	desc   [64]byte
+	p      *wqParams
+	ims    bool // came through an IMS portal
+	gen    uint64
+	seq    uint64
+	pasid  uint32
+	priv   bool
+	isDrn  bool
+	engine int
+}
+
+// completion is a completion record being built.
+type completion struct {
+	status byte
+	result byte
+	bytes  uint32
+	fault  uint64
+	extra  [16]byte // CR bytes 16..31
+}
+
+func (c *completion) pageFault(addr uint64, write bool, done uint64) {
+	c.status = StatusPageFault
+	if write {
+		c.status |= StatusFaultWrite
+	}
+	c.fault = addr
+	c.bytes = uint32(done)
+}
+
+type desc struct {
+	raw    *[64]byte
+	flags  uint32
+	op     byte
+	crAddr uint64
+	a16    uint64 // src / pattern / desc list
+	a24    uint64 // dst / src2 / pattern
+	size   uint32 // transfer size / desc count
+	handle uint16
+}
+
+func parseDesc(raw *[64]byte) desc {
+	le := binary.LittleEndian
+	w1 := le.Uint32(raw[4:])
+	return desc{
+		raw:    raw,
+		flags:  w1 & 0xffffff,
+		op:     byte(w1 >> 24),
+		crAddr: le.Uint64(raw[8:]),
+		a16:    le.Uint64(raw[16:]),
+		a24:    le.Uint64(raw[24:]),
+		size:   le.Uint32(raw[32:]),
+		handle: le.Uint16(raw[36:]),
+	}
+}
+
+func (d *desc) u64(off int) uint64 { return binary.LittleEndian.Uint64(d.raw[off:]) }
+func (d *desc) u32(off int) uint32 { return binary.LittleEndian.Uint32(d.raw[off:]) }
+func (d *desc) u16(off int) uint16 { return binary.LittleEndian.Uint16(d.raw[off:]) }
+
+const (
+	commonFlags = FlagCRAV | FlagRCR | FlagRCI | FlagCC | FlagAddr1TC | FlagAddr2TC |
+		FlagAddr3TC | FlagCRTC | FlagStrictOrd
+	writesDest = 1 << iota
+	hasSize
+	checkResult
+)
+
+// opInfo: which generic rules apply to an opcode.
+func opInfo(op byte) (props int, opFlags uint32) {
+	switch op {
+	case OpNOOP:
+		return 0, 0
+	case OpBatch:
+		return 0, 0
+	case OpDrain:
+		return 0, 0
+	case OpMemMove, OpFill, OpDualcast, OpCopyCRC, OpDIFInsert, OpDIFStrip, OpDIFUpdate:
+		f := uint32(0)
+		if op == OpCopyCRC {
+			f = FlagCRCReadSeed | FlagCRCBypassInvRefl | FlagCRCBypassDataRef
+		}
+		return writesDest | hasSize, f
+	case OpCompare, OpCompVal:
+		return hasSize | checkResult, 0
+	case OpCRDelta:
+		return writesDest | hasSize | checkResult, 0
+	case OpAPDelta:
+		return writesDest | hasSize, 0
+	case OpCRCGen:
+		return hasSize, FlagCRCReadSeed | FlagCRCBypassInvRefl | FlagCRCBypassDataRef
+	case OpDIFCheck:
+		return hasSize, 0
+	case OpCFlush:
+		return hasSize, 0
+	}
+	return 0, 0
+}
+
+// run executes one descriptor (not part of a batch when batchIdx < 0),
+// writes its completion record, raises its interrupt and returns its status.
+func (x *executor) run(w *work, raw *[64]byte, batchIdx int, buf *[]byte) byte {
+	d := parseDesc(raw)
+	var c completion
+	x.execute(w, &d, batchIdx, &c, buf)
+	x.complete(w, &d, batchIdx, &c)
+	return c.status &^ StatusFaultWrite
+}
+
+func (x *executor) execute(w *work, d *desc, batchIdx int, c *completion, buf *[]byte) {
+	p := w.p
+	inBatch := batchIdx >= 0
+	props, opFlags := opInfo(d.op)
+	supported := x.opcap&p.opcap[0]&(1<<d.op) != 0 && d.op < 64
+	if d.op >= 64 {
+		supported = false
+	}
+	if !supported || (inBatch && (d.op == OpBatch || d.op == OpDrain)) {
+		c.status = StatusBadOpcode
+		return
+	}
+	allowed := uint32(commonFlags) | opFlags
+	if inBatch {
+		allowed |= FlagFence
+	}
+	if p.bof {
+		allowed |= FlagBOF
+	}
+	if props&checkResult != 0 {
+		allowed |= FlagCheckRes
+	}
+	if props&writesDest != 0 && x.readbackCap {
+		allowed |= FlagDestRdback
+	}
+	bad := d.flags &^ allowed
+	if d.flags&FlagRCR != 0 && d.flags&FlagCRAV == 0 {
+		bad |= FlagRCR
+	}
+	if bad != 0 {
+		c.status = StatusInvalFlags
+		c.extra[0], c.extra[1], c.extra[2] = byte(bad), byte(bad>>8), byte(bad>>16)
+		return
+	}
+	if d.u16(38) != 0 {
+		c.status = StatusNonZeroRsvd
+		return
+	}
+	if d.flags&FlagRCI != 0 && (w.ims || int(d.handle) >= x.vectors) {
+		c.status = StatusIntHandle
+		return
+	}
+	if props&hasSize != 0 && (d.size == 0 || uint64(d.size) > p.maxXfer) {
+		c.status = StatusXferSize
+		return
+	}
+	c.status = StatusSuccess
+	m := x.mem
+	n := uint64(d.size)
+	switch d.op {
+	case OpNOOP:
+	case OpDrain:
+		if x.drain != nil {
+			x.drain(w)
+		}
+	case OpBatch:
+		x.batch(w, d, c, buf)
+	case OpMemMove:
+		src, dst := d.a16, d.a24
+		ns, nd := validPrefix(m, src, n), validPrefix(m, dst, n)
+		backward := dst > src && dst < src+n
+		k := min(ns, nd)
+		if k < n {
+			if backward {
+				k = 0
+			}
+			copyGuest(m, dst, src, k, buf)
+			if ns == min(ns, nd) {
+				c.pageFault(src+ns, false, k)
+			} else {
+				c.pageFault(dst+nd, true, k)
+			}
+			if backward {
+				c.result = 1
+			}
+			return
+		}
+		copyGuest(m, dst, src, n, buf)
+		if backward {
+			c.result = 1
+		}
+	case OpFill:
+		var pat [8]byte
+		binary.LittleEndian.PutUint64(pat[:], d.a16)
+		dst := d.a24
+		k := validPrefix(m, dst, n)
+		forEach(m, dst, k, func(b []byte, off uint64) bool {
+			fillPattern(b, pat[:], off)
+			return true
+		})
+		if k < n {
+			c.pageFault(dst+k, true, k)
+		}
+	case OpCompare:
+		a, b := d.a16, d.a24
+		na, nb := validPrefix(m, a, n), validPrefix(m, b, n)
+		k := min(na, nb)
+		if off, diff := x.compare(a, b, k, buf); diff {
+			c.result, c.bytes = 1, uint32(off)
+		} else if k < n {
+			if na == k {
+				c.pageFault(a+na, false, k)
+			} else {
+				c.pageFault(b+nb, false, k)
+			}
+			return
+		}
+		x.checkResult(d, c, d.raw[40]&1 == c.result)
+	case OpCompVal:
+		var pat [8]byte
+		binary.LittleEndian.PutUint64(pat[:], d.a24)
+		src := d.a16
+		k := validPrefix(m, src, n)
+		diffAt := uint64(0)
+		diff := false
+		forEach(m, src, k, func(b []byte, off uint64) bool {
+			for i := range b {
+				if b[i] != pat[(off+uint64(i))&7] {
+					diffAt, diff = off+uint64(i), true
+					return false
+				}
+			}
+			return true
+		})
+		if diff {
+			c.result, c.bytes = 1, uint32(diffAt)
+		} else if k < n {
+			c.pageFault(src+k, false, k)
+			return
+		}
+		x.checkResult(d, c, d.raw[40]&1 == c.result)
+	case OpCRDelta:
+		x.createDelta(d, c)
+	case OpAPDelta:
+		x.applyDelta(d, c, buf)
+	case OpDualcast:
+		src, d1, d2 := d.a16, d.a24, d.u64(40)
+		if d1&0xfff != d2&0xfff {
+			c.status = StatusDualcastAlign
+			return
+		}
+		if overlaps(src, n, d1, n) || overlaps(src, n, d2, n) || overlaps(d1, n, d2, n) {
+			c.status = StatusOverlap
+			return
+		}
+		ns, n1, n2 := validPrefix(m, src, n), validPrefix(m, d1, n), validPrefix(m, d2, n)
+		k := min(ns, n1, n2)
+		copyGuest(m, d1, src, k, buf)
+		copyGuest(m, d2, src, k, buf)
+		if k < n {
+			switch k {
+			case ns:
+				c.pageFault(src+k, false, k)
+			case n1:
+				c.pageFault(d1+k, true, k)
+			default:
+				c.pageFault(d2+k, true, k)
+			}
+		}
+	case OpCRCGen, OpCopyCRC:
+		x.crc(d, c, buf)
+	case OpDIFCheck, OpDIFInsert, OpDIFStrip, OpDIFUpdate:
+		x.dif(d, c)
+	case OpCFlush:
+		// Nothing is cached on the device's side of a software model; the
+		// range must still be memory.
+		if k := validPrefix(m, d.a24, n); k < n {
+			c.pageFault(d.a24+k, true, k)
+		}
+	}
+}
+
+func (x *executor) checkResult(d *desc, c *completion, expected bool) {
+	if d.flags&FlagCheckRes != 0 && !expected {
+		c.status = StatusSuccessPred
+	}
+}
+
+func fillPattern(b, pat []byte, off uint64) {
+	if len(b) == 0 {
+		return
+	}
+	// first up to 8 bytes aligned to the pattern phase, then doubling copies
+	n := min(len(b), 8)
+	for i := range n {
+		b[i] = pat[(off+uint64(i))&7]
+	}
+	for filled := n; filled < len(b); {
+		filled += copy(b[filled:], b[:filled-(filled%8)])
+	}
+}
+
+// compare finds the first differing byte of two RAM ranges.
+func (x *executor) compare(a, b, n uint64, buf *[]byte) (uint64, bool) {
+	m := x.mem
+	if sa, err := m.Slice(a, n); err == nil {
+		if sb, err := m.Slice(b, n); err == nil {
+			if bytes.Equal(sa, sb) {
+				return 0, false
+			}
+			for i := range sa {
+				if sa[i] != sb[i] {
+					return uint64(i), true
+				}
+			}
+		}
+	}
+	if len(*buf) < 2*chunk {
+		*buf = make([]byte, 2*chunk)
+	}
+	ba, bb := (*buf)[:chunk], (*buf)[chunk:2*chunk]
+	for done := uint64(0); done < n; {
+		k := min(n-done, chunk)
+		m.ReadAt(ba[:k], a+done)
+		m.ReadAt(bb[:k], b+done)
+		for i := range k {
+			if ba[i] != bb[i] {
+				return done + i, true
+			}
+		}
+		done += k
+	}
+	return 0, false
+}
+
+func (x *executor) crc(d *desc, c *completion, buf *[]byte) {
+	m := x.mem
+	n := uint64(d.size)
+	seed := d.u32(40)
+	if d.flags&FlagCRCReadSeed != 0 {
+		sa := d.u64(48)
+		if sa&7 != 0 {
+			c.status = StatusAddrAlign
+			return
+		}
+		v, err := m.ReadU32(sa)
+		if err != nil {
+			c.pageFault(sa, false, 0)
+			return
+		}
+		seed = v
+	}
+	src := d.a16
+	k := validPrefix(m, src, n)
+	var fault uint64
+	var faultW bool
+	if d.op == OpCopyCRC {
+		dst := d.a24
+		if overlaps(src, n, dst, n) {
+			c.status = StatusOverlap
+			return
+		}
+		kd := validPrefix(m, dst, n)
+		if kd < k {
+			fault, faultW = dst+kd, true
+			k = kd
+		} else if k < n {
+			fault = src + k
+		}
+		copyGuest(m, dst, src, k, buf)
+	} else if k < n {
+		fault = src + k
+	}
+	s := newCRC(seed, d.flags)
+	forEach(m, src, k, func(b []byte, _ uint64) bool { s.update(b); return true })
+	binary.LittleEndian.PutUint32(c.extra[0:], s.sum())
+	if k < n {
+		c.pageFault(fault, faultW, k)
+	}
+}
+
+// Delta records (SPEC 8.3.7/8.3.8): 10-byte entries, a 16-bit offset in
+// 8-byte units followed by the 8 bytes of new data.
+const (
+	deltaEntry   = 10
+	maxDeltaXfer = 0x80000 // offsets are 16-bit in 8-byte units
+)
+
+func (x *executor) createDelta(d *desc, c *completion) {
+	m := x.mem
+	n := uint64(d.size)
+	if n%8 != 0 || n > maxDeltaXfer {
+		c.status = StatusXferSize
+		return
+	}
+	rec, maxRec := d.u64(40), uint64(d.u32(48))
+	if maxRec < 80 || maxRec%deltaEntry != 0 || maxRec > n/8*deltaEntry+deltaEntry {
+		c.status = StatusDeltaSize
+		return
+	}
+	a, b := d.a16, d.a24
+	if na := validPrefix(m, a, n); na < n {
+		c.pageFault(a+na, false, 0)
+		return
+	}
+	if nb := validPrefix(m, b, n); nb < n {
+		c.pageFault(b+nb, false, 0)
+		return
+	}
+	var out uint64
+	var ent [deltaEntry]byte
+	for off := uint64(0); off < n; off += 8 {
+		va, _ := m.ReadU64(a + off)
+		vb, _ := m.ReadU64(b + off)
+		if va == vb {
+			continue
+		}
+		if out+deltaEntry > maxRec {
+			c.result = 2
+			c.bytes = uint32(off)
+			break
+		}
+		binary.LittleEndian.PutUint16(ent[0:], uint16(off/8))
+		binary.LittleEndian.PutUint64(ent[2:], vb)
+		if err := m.WriteAt(ent[:], rec+out); err != nil {
+			c.pageFault(rec+out, true, off)
+			binary.LittleEndian.PutUint32(c.extra[0:], uint32(out))
+			return
+		}
+		out += deltaEntry
+		c.result = 1
+	}
+	binary.LittleEndian.PutUint32(c.extra[0:], uint32(out))
+	x.checkResult(d, c, d.raw[56]>>c.result&1 != 0)
+}
+
+func (x *executor) applyDelta(d *desc, c *completion, buf *[]byte) {
+	m := x.mem
+	n := uint64(d.size)
+	if n%8 != 0 || n > maxDeltaXfer {
+		c.status = StatusXferSize
+		return
+	}
+	rec, recSize := d.a16, uint64(d.u32(40))
+	if recSize == 0 || recSize%deltaEntry != 0 || recSize > n/8*deltaEntry {
+		c.status = StatusDeltaSize
+		return
+	}
+	if k := validPrefix(m, rec, recSize); k < recSize {
+		c.pageFault(rec+k, false, 0)
+		return
+	}
+	dst := d.a24
+	if k := validPrefix(m, dst, n); k < n {
+		c.pageFault(dst+k, true, 0)
+		return
+	}
+	if uint64(len(*buf)) < recSize {
+		*buf = make([]byte, max(recSize, chunk))
+	}
+	r := (*buf)[:recSize]
+	m.ReadAt(r, rec)
+	prev := -1
+	for i := uint64(0); i < recSize; i += deltaEntry {
+		off := int(binary.LittleEndian.Uint16(r[i:]))
+		if off <= prev {
+			c.status = StatusDeltaNoInc
+			return
+		}
+		if uint64(off)*8+8 > n {
+			c.status = StatusDeltaRange
+			return
+		}
+		prev = off
+	}
+	for i := uint64(0); i < recSize; i += deltaEntry {
+		off := uint64(binary.LittleEndian.Uint16(r[i:]))
+		m.WriteAt(r[i+2:i+10], dst+off*8)
+	}
+}
+
+func (x *executor) batch(w *work, d *desc, c *completion, buf *[]byte) {
+	count := d.size
+	list := d.a16
+	if count < 2 || count > w.p.maxBatch {
+		c.status = StatusDescCount
+		return
+	}
+	if list&63 != 0 {
+		c.status = StatusDescListAlign
+		return
+	}
+	failed, notSuccess := false, false
+	var done uint32
+	var member [64]byte
+	for i := range count {
+		a := list + uint64(i)*64
+		if err := x.mem.ReadAt(member[:], a); err != nil {
+			c.status = StatusBatchPF
+			c.fault = a + validPrefix(x.mem, a, 64)
+			c.bytes = done
+			return
+		}
+		flags := binary.LittleEndian.Uint32(member[4:]) & 0xffffff
+		if flags&FlagFence != 0 && notSuccess {
+			// A fenced descriptor after a failed (or false-predicate)
+			// member abandons the rest of the batch (SPEC 8.1.3).
+			failed = true
+			break
+		}
+		st := x.run(w, &member, int(i), buf)
+		done++
+		if st != StatusSuccess {
+			notSuccess = true
+			if st != StatusSuccessPred {
+				failed = true
+			}
+		}
+	}
+	c.bytes = done
+	if failed {
+		c.status = StatusBatchFail
+	}
+}
+
+// complete writes the completion record (status byte last, with release
+// ordering) and raises the completion interrupt.
+func (x *executor) complete(w *work, d *desc, batchIdx int, c *completion) {
+	st := c.status &^ StatusFaultWrite
+	success := st == StatusSuccess
+	report := func(code byte, addr uint64, write bool) {
+		if x.swerr == nil {
+			return
+		}
+		e := SWError{Code: code, WQ: w.p.id, Desc: true, Opcode: d.op, PASID: w.pasid, Priv: w.priv,
+			FaultAddr: addr, FaultWrite: write}
+		if batchIdx >= 0 {
+			e.Batch, e.BatchIndex = true, uint16(batchIdx)
+		}
+		x.swerr(e)
+	}
+	if !success || d.flags&FlagRCR != 0 {
+		switch {
+		case d.flags&FlagCRAV == 0:
+			if st != StatusSuccessPred && st != StatusBatchFail && !success {
+				report(st, c.fault, c.status&StatusFaultWrite != 0)
+			}
+		case d.crAddr&(CompletionRecLen-1) != 0:
+			report(StatusCRAlign, d.crAddr, true)
+		default:
+			var rec [CompletionRecLen]byte
+			rec[1] = c.result
+			binary.LittleEndian.PutUint32(rec[4:], c.bytes)
+			binary.LittleEndian.PutUint64(rec[8:], c.fault)
+			copy(rec[16:], c.extra[:])
+			if err := x.mem.WriteAt(rec[1:], d.crAddr+1); err != nil {
+				report(StatusCRFault, d.crAddr, true)
+				break
+			}
+			if err := x.mem.StoreU8Release(d.crAddr, c.status); err != nil {
+				report(StatusCRFault, d.crAddr, true)
+			}
+		}
+	}
+	if d.flags&FlagRCI != 0 && st != StatusIntHandle && x.intr != nil && !w.ims && int(d.handle) < x.vectors {
+		x.intr.Notify(int(d.handle))
+	}
+}

@@ -1,0 +1,275 @@
+package boot
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+
+	"godvm/guestmem"
+	"godvm/vmm/layout"
+)
+
+// Format says what kind of kernel image was given.
+type Format int
+
+const (
+	FormatELF     Format = iota + 1 // uncompressed vmlinux
+	FormatBzImage                   // bzImage entered at its 64-bit entry
+)
+
+func (f Format) String() string {
+	switch f {
+	case FormatELF:
+		return "ELF vmlinux"
+	case FormatBzImage:
+		return "bzImage"
+	}
+	return "unknown"
+}
+
+// Segment is a piece of the image copied to guest memory at Addr; the
+// MemSize-len(Data) bytes after it are zeroed.
+type Segment struct {
+	Addr    uint64
+	Data    []byte
+	MemSize uint64
+}
+
+// Kernel is a parsed, not yet loaded kernel image.
+type Kernel struct {
+	Format   Format
+	Entry    uint64    // guest-physical 64-bit entry point
+	Segments []Segment // what to copy where
+	// Start and End bound the guest-physical memory the kernel needs
+	// (for a bzImage: init_size from the load address).
+	Start, End uint64
+	// Hdr is the image's setup header (bzImage only).
+	Hdr *SetupHeader
+	// CmdlineMax is the longest command line the kernel accepts, without
+	// the terminating NUL.
+	CmdlineMax int
+	// InitrdAddrMax is the highest address the initrd may end at (inclusive).
+	InitrdAddrMax uint64
+}
+
+// ErrNotKernel is wrapped by Parse errors for files that are neither a
+// 64-bit x86 ELF nor a bzImage.
+var ErrNotKernel = errors.New("not an x86-64 Linux kernel (expected an ELF64 x86-64 vmlinux or a bzImage with a 64-bit entry)")
+
+// ReadKernel reads and parses a kernel file.
+func ReadKernel(path string) (*Kernel, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	k, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// Parse recognises an ELF vmlinux or a bzImage. data must stay unchanged
+// until Load: segments alias it.
+func Parse(data []byte) (*Kernel, error) {
+	if len(data) >= 4 && bytes.Equal(data[:4], []byte("\x7fELF")) {
+		return parseELF(data)
+	}
+	if len(data) >= 0x206 && binary.LittleEndian.Uint32(data[0x202:]) == HdrSMagic {
+		return parseBzImage(data)
+	}
+	return nil, ErrNotKernel
+}
+
+// Load copies the segments into guest memory.
+func (k *Kernel) Load(mem *guestmem.Memory) error {
+	for _, s := range k.Segments {
+		if err := mem.WriteAt(s.Data, s.Addr); err != nil {
+			return fmt.Errorf("kernel segment at %#x: %w", s.Addr, err)
+		}
+		if bss := s.MemSize - uint64(len(s.Data)); bss > 0 {
+			if err := mem.Fill(s.Addr+uint64(len(s.Data)), bss, 0); err != nil {
+				return fmt.Errorf("kernel segment at %#x: %w", s.Addr, err)
+			}
+		}
+	}
+	return nil
+}
+
+// CheckFits reports whether the kernel lies in RAM below the 32-bit hole and
+// above the boot structures.
+func (k *Kernel) CheckFits(ram []layout.Region) error {
+	top := layout.LowRAMTop(ram)
+	if k.Start < layout.HighMemStart {
+		return fmt.Errorf("kernel loads at %#x, below 1 MiB where the boot structures are", k.Start)
+	}
+	if k.End > top {
+		return fmt.Errorf("kernel needs guest memory up to %d MiB but RAM below 4 GiB ends at %d MiB; increase --memory",
+			(k.End+layout.MiB-1)/layout.MiB, top/layout.MiB)
+	}
+	return nil
+}
+
+// ELF constants.
+const (
+	elfHdrSize   = 64
+	elfPhdrSize  = 56
+	elfClass64   = 2
+	elfDataLSB   = 1
+	elfTypeExec  = 2
+	elfTypeDyn   = 3
+	elfMachineX8 = 62
+	elfPTLoad    = 1
+	elfMaxPhnum  = 0xffff - 1 // PN_XNUM means "count in section 0": not supported
+)
+
+func parseELF(data []byte) (*Kernel, error) {
+	if len(data) < elfHdrSize {
+		return nil, fmt.Errorf("%w: truncated ELF header", ErrNotKernel)
+	}
+	if data[4] != elfClass64 || data[5] != elfDataLSB {
+		return nil, fmt.Errorf("%w: ELF is not 64-bit little-endian", ErrNotKernel)
+	}
+	le := binary.LittleEndian
+	typ, machine := le.Uint16(data[16:]), le.Uint16(data[18:])
+	if machine != elfMachineX8 {
+		return nil, fmt.Errorf("%w: ELF machine %d is not x86-64", ErrNotKernel, machine)
+	}
+	if typ != elfTypeExec && typ != elfTypeDyn {
+		return nil, fmt.Errorf("%w: ELF type %d is not an executable", ErrNotKernel, typ)
+	}
+	entry := le.Uint64(data[24:])
+	phoff := le.Uint64(data[32:])
+	phentsize, phnum := le.Uint16(data[54:]), le.Uint16(data[56:])
+	if phentsize != elfPhdrSize {
+		return nil, fmt.Errorf("%w: ELF program header size %d", ErrNotKernel, phentsize)
+	}
+	if phnum == 0 || phnum > elfMaxPhnum {
+		return nil, fmt.Errorf("%w: ELF has %d program headers", ErrNotKernel, phnum)
+	}
+	if phoff > uint64(len(data)) || uint64(len(data))-phoff < uint64(phnum)*elfPhdrSize {
+		return nil, fmt.Errorf("%w: ELF program headers lie outside the file", ErrNotKernel)
+	}
+	k := &Kernel{
+		Format:        FormatELF,
+		Entry:         entry,
+		Start:         ^uint64(0),
+		CmdlineMax:    layout.CmdlineMax - 1,
+		InitrdAddrMax: 0x7fffffff, // what 64-bit kernels put in their header
+	}
+	entryOK := false
+	for i := uint64(0); i < uint64(phnum); i++ {
+		p := data[phoff+i*elfPhdrSize:]
+		if le.Uint32(p[0:]) != elfPTLoad {
+			continue
+		}
+		off, paddr := le.Uint64(p[8:]), le.Uint64(p[24:])
+		filesz, memsz := le.Uint64(p[32:]), le.Uint64(p[40:])
+		if filesz > memsz {
+			return nil, fmt.Errorf("ELF segment %d: file size %#x exceeds memory size %#x", i, filesz, memsz)
+		}
+		if off > uint64(len(data)) || uint64(len(data))-off < filesz {
+			return nil, fmt.Errorf("ELF segment %d: file data %#x+%#x lies outside the file (truncated?)", i, off, filesz)
+		}
+		if paddr+memsz < paddr || paddr+memsz > layout.LowRAMEnd {
+			return nil, fmt.Errorf("ELF segment %d: physical range %#x+%#x is not below %#x", i, paddr, memsz, uint64(layout.LowRAMEnd))
+		}
+		k.Segments = append(k.Segments, Segment{Addr: paddr, Data: data[off : off+filesz], MemSize: memsz})
+		k.Start = min(k.Start, paddr)
+		k.End = max(k.End, paddr+memsz)
+		if entry >= paddr && entry < paddr+memsz {
+			entryOK = true
+		}
+	}
+	if len(k.Segments) == 0 {
+		return nil, fmt.Errorf("%w: ELF has no loadable segments", ErrNotKernel)
+	}
+	if !entryOK {
+		return nil, fmt.Errorf("ELF entry point %#x is not inside a loaded segment (not a vmlinux with a physical entry?)", entry)
+	}
+	for i, a := range k.Segments {
+		for _, b := range k.Segments[i+1:] {
+			if a.Addr < b.Addr+b.MemSize && b.Addr < a.Addr+a.MemSize {
+				return nil, fmt.Errorf("ELF segments at %#x and %#x overlap", a.Addr, b.Addr)
+			}
+		}
+	}
+	return k, nil
+}
+
+// Oldest boot protocol with xloadflags (and so a declared 64-bit entry).
+const minBzImageVersion = 0x020c
+
+func parseBzImage(data []byte) (*Kernel, error) {
+	if len(data) < HdrEnd {
+		return nil, fmt.Errorf("%w: bzImage setup header truncated", ErrNotKernel)
+	}
+	var h SetupHeader
+	if err := binary.Read(bytes.NewReader(data[HdrOffset:HdrEnd]), binary.LittleEndian, &h); err != nil {
+		return nil, fmt.Errorf("%w: bzImage header: %v", ErrNotKernel, err)
+	}
+	if h.BootFlag != BootFlagAA55 {
+		return nil, fmt.Errorf("%w: bzImage boot flag %#x", ErrNotKernel, h.BootFlag)
+	}
+	if h.Version < minBzImageVersion {
+		return nil, fmt.Errorf("bzImage boot protocol %d.%02d is too old: 2.12 or newer (a 64-bit entry) is needed",
+			h.Version>>8, h.Version&0xff)
+	}
+	if h.Xloadflags&XLFKernel64 == 0 {
+		return nil, fmt.Errorf("bzImage has no 64-bit entry point (xloadflags %#x): build a 64-bit kernel", h.Xloadflags)
+	}
+	if h.Loadflags&LoadedHigh == 0 {
+		return nil, fmt.Errorf("bzImage is a zImage (not loaded high); not supported")
+	}
+	// The real-mode jump at 0x200 gives the header's length; keep only what
+	// the image really has so older fields are not taken from its code.
+	hdrLen := 0x202 + int(data[0x201]) - HdrOffset
+	if hdrLen < 0x206-HdrOffset || HdrOffset+hdrLen > HdrEnd {
+		hdrLen = HdrEnd - HdrOffset
+	}
+	if hdrLen < HdrEnd-HdrOffset {
+		raw := make([]byte, HdrEnd-HdrOffset)
+		copy(raw, data[HdrOffset:HdrOffset+hdrLen])
+		h = SetupHeader{}
+		_ = binary.Read(bytes.NewReader(raw), binary.LittleEndian, &h) // fixed size: cannot fail
+	}
+	setupSects := uint64(h.SetupSects)
+	if setupSects == 0 {
+		setupSects = 4
+	}
+	pmOff := (setupSects + 1) * 512
+	if pmOff >= uint64(len(data)) {
+		return nil, fmt.Errorf("bzImage truncated: no protected-mode kernel after %d setup sectors", setupSects)
+	}
+	payload := data[pmOff:]
+	// pref_address is where the kernel was linked: a relocatable kernel
+	// avoids relocating itself there, a fixed one must go there.
+	load := uint64(layout.HighMemStart)
+	if h.PrefAddress >= layout.HighMemStart && h.PrefAddress < layout.LowRAMEnd {
+		load = h.PrefAddress
+	}
+	size := max(uint64(len(payload)), uint64(h.InitSize))
+	if load+size > layout.LowRAMEnd {
+		return nil, fmt.Errorf("bzImage needs %#x bytes at %#x, beyond RAM below 4 GiB", size, load)
+	}
+	cmax := layout.CmdlineMax - 1
+	if h.CmdlineSize != 0 && int(h.CmdlineSize) < cmax {
+		cmax = int(h.CmdlineSize)
+	}
+	initrdMax := uint64(h.InitrdAddrMax)
+	if initrdMax == 0 {
+		initrdMax = 0x37ffffff // boot.rst: before 2.03
+	}
+	return &Kernel{
+		Format:        FormatBzImage,
+		Entry:         load + Entry64Offset,
+		Segments:      []Segment{{Addr: load, Data: payload, MemSize: uint64(len(payload))}},
+		Start:         load,
+		End:           load + size,
+		Hdr:           &h,
+		CmdlineMax:    cmax,
+		InitrdAddrMax: initrdMax,
+	}, nil
+}

@@ -154,6 +154,15 @@ func (d *Device) SetPASIDEnabled(on bool) {
 	d.mu.Unlock()
 }
 
+// Reset is a function-level reset: engines stopped, every register back to
+// its reset value.
+func (d *Device) Reset() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stopAllLocked(true)
+	d.resetLocked()
+}
+
 // Close stops the engines.
 func (d *Device) Close() {
 	d.mu.Lock()

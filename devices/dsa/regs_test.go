@@ -21,14 +21,14 @@ func TestParseConfig(t *testing.T) {
 		t.Fatalf("empty: %+v %v", c, err)
 	}
 	for in, want := range map[string]string{
-		"wqs=0":          "wqs=0 out of range",
-		"wqs=x":          "not a number",
-		"colour=blue":    "unknown key",
-		"wqs":            "not key=value",
-		"version=3.0":    "unsupported",
+		"wqs=0":           "wqs=0 out of range",
+		"wqs=x":           "not a number",
+		"colour=blue":     "unknown key",
+		"wqs":             "not key=value",
+		"version=3.0":     "unsupported",
 		"wqs=8,wq-size=4": "wq-size=4 out of range",
-		"engines=17":     "engines=17",
-		"groups=9":       "groups=9",
+		"engines=17":      "engines=17",
+		"groups=9":        "groups=9",
 	} {
 		_, err := ParseConfig(in)
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {

@@ -1,0 +1,303 @@
+package emulate
+
+import (
+	"fmt"
+	"math/bits"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// execute decodes st.bytes and emulates the instruction.
+func (e *Emulator) execute(st *state) (Kind, error) {
+	b := st.bytes
+	// CLAC (0f 01 ca) and STAC (0f 01 cb) are unknown to x86asm v0.33.0.
+	// They take no operands and no prefixes that change them, so their
+	// three bytes identify them; no ModRM decoding is involved.
+	if len(b) >= 3 && b[0] == 0x0f && b[1] == 0x01 && (b[2] == 0xca || b[2] == 0xcb) {
+		if st.cpl() != 0 {
+			return st.fault(vectorUD, nil)
+		}
+		k := KindCLAC
+		if b[2] == 0xcb {
+			k = KindSTAC
+			st.regs.RFLAGS |= flagAC
+		} else {
+			st.regs.RFLAGS &^= flagAC
+		}
+		st.advance(3)
+		return k, st.commit()
+	}
+	if w, ok, err := decodeWide(b, st.mode); ok {
+		if err != nil {
+			return KindNone, st.unhandled(err.Error(), "")
+		}
+		st.length = w.length
+		return e.wide(st, w)
+	}
+	inst, err := x86asm.Decode(b, st.mode)
+	if err != nil || inst.Op == 0 {
+		// Op 0 is x86asm's lone-prefix result for bytes it does not know.
+		return KindNone, st.unhandled("cannot decode the instruction", "")
+	}
+	st.length = inst.Len
+	switch {
+	case inst.Op == x86asm.INT && inst.Opcode>>24 == 0xcc:
+		// INT3 is a trap: the #BP frame holds the address after it.
+		st.advance(inst.Len)
+		if err := st.commit(); err != nil {
+			return KindNone, err
+		}
+		if err := st.cpu.InjectException(vectorBP, nil); err != nil {
+			return KindNone, fmt.Errorf("emulate: int3 at RIP %#x: injecting #BP: %w", st.regs.RIP-uint64(inst.Len), err)
+		}
+		return KindINT3, nil
+	case inst.Op == x86asm.FWAIT:
+		st.advance(inst.Len)
+		return KindFWAIT, st.commit()
+	case inst.Op == x86asm.POPCNT:
+		return e.popcnt(st, &inst)
+	}
+	return KindNone, st.unhandled("instruction not emulated", "")
+}
+
+// commit writes the (changed) registers back.
+func (st *state) commit() error {
+	if err := st.cpu.SetRegs(st.regs); err != nil {
+		return fmt.Errorf("emulate: %w", err)
+	}
+	return nil
+}
+
+// fault injects an exception instead of executing the instruction (RIP
+// stays on it, as for any fault).
+func (st *state) fault(vector uint8, code *uint32) (Kind, error) {
+	if err := st.cpu.InjectException(vector, code); err != nil {
+		return KindNone, fmt.Errorf("emulate: injecting exception %d at RIP %#x: %w", vector, st.regs.RIP, err)
+	}
+	return KindFault, nil
+}
+
+// gpFault injects #GP(0).
+func (st *state) gpFault() (Kind, error) {
+	var zero uint32
+	return st.fault(vectorGP, &zero)
+}
+
+// unhandled builds the report for an instruction the emulator gives up on.
+func (st *state) unhandled(reason, hint string) error {
+	d, op := disasm(st.bytes, st.mode, st.regs.RIP)
+	if hint == "" {
+		hint = hintFor(op, st.bytes)
+	}
+	b := st.bytes
+	if st.length > 0 && st.length <= len(b) {
+		b = b[:st.length] // only the instruction, not what follows it
+	}
+	return &UnhandledError{RIP: st.regs.RIP, Bytes: append([]byte(nil), b...), Disasm: d, Reason: reason, Hint: hint}
+}
+
+// hintFor suggests how a guest can avoid an instruction.
+func hintFor(op x86asm.Op, b []byte) string {
+	switch op {
+	case x86asm.XRSTOR, x86asm.XRSTOR64, x86asm.XRSTORS, x86asm.XRSTORS64, x86asm.XSAVE, x86asm.XSAVE64,
+		x86asm.XSAVEC, x86asm.XSAVEC64, x86asm.XSAVEOPT, x86asm.XSAVEOPT64, x86asm.XSAVES, x86asm.XSAVES64,
+		x86asm.XSETBV, x86asm.XGETBV:
+		return "boot the guest with noxsave"
+	case x86asm.POPCNT:
+		return "boot the guest with clearcpuid=popcnt"
+	case x86asm.CMPXCHG16B:
+		return "boot the guest with clearcpuid=cx16"
+	case x86asm.RDRAND:
+		return "boot the guest with nordrand (or clearcpuid=rdrand)"
+	}
+	if len(b) >= 3 && b[0] == 0x0f && b[1] == 0x01 && (b[2] == 0xca || b[2] == 0xcb) {
+		return "boot the guest with clearcpuid=smap"
+	}
+	if _, ok, _ := decodeWide(b, 64); ok {
+		return "MOVDIR64B/ENQCMD(S) need an emulated device (a DSA portal) at the destination"
+	}
+	return "this instruction is not emulated by godvm; report RIP, bytes and disassembly"
+}
+
+// disasm renders the instruction in Intel syntax (with names for the ones
+// x86asm does not know) and returns x86asm's opcode when it has one.
+func disasm(b []byte, mode int, rip uint64) (string, x86asm.Op) {
+	if len(b) >= 3 && b[0] == 0x0f && b[1] == 0x01 && (b[2] == 0xca || b[2] == 0xcb) {
+		if b[2] == 0xca {
+			return "clac", 0
+		}
+		return "stac", 0
+	}
+	if w, ok, err := decodeWide(b, mode); ok {
+		if err != nil {
+			return "0f 38 f8 form not decodable: " + err.Error(), 0
+		}
+		return w.text, 0
+	}
+	inst, err := x86asm.Decode(b, mode)
+	if err != nil {
+		return "x86asm cannot decode it: " + err.Error(), 0
+	}
+	if inst.Op == 0 {
+		return "unknown to x86asm", 0
+	}
+	return x86asm.IntelSyntax(inst, rip, nil), inst.Op
+}
+
+// regIndex maps an x86asm general-purpose register to its encoding number
+// (0 = rAX ... 15 = r15) and width in bits.
+func regIndex(r x86asm.Reg) (idx, width int, ok bool) {
+	switch {
+	case r >= x86asm.AX && r <= x86asm.R15W:
+		return int(r - x86asm.AX), 16, true
+	case r >= x86asm.EAX && r <= x86asm.R15L:
+		return int(r - x86asm.EAX), 32, true
+	case r >= x86asm.RAX && r <= x86asm.R15:
+		return int(r - x86asm.RAX), 64, true
+	}
+	return 0, 0, false
+}
+
+// gpr returns the register with encoding number idx.
+func (st *state) gpr(idx int) *uint64 {
+	r := &st.regs
+	return [...]*uint64{&r.RAX, &r.RCX, &r.RDX, &r.RBX, &r.RSP, &r.RBP, &r.RSI, &r.RDI,
+		&r.R8, &r.R9, &r.R10, &r.R11, &r.R12, &r.R13, &r.R14, &r.R15}[idx&15]
+}
+
+func widthMask(bits int) uint64 {
+	if bits >= 64 {
+		return ^uint64(0)
+	}
+	return 1<<uint(bits) - 1
+}
+
+// regValue reads an x86asm register (general-purpose or instruction
+// pointer; nextRIP is the address after the instruction).
+func (st *state) regValue(r x86asm.Reg, nextRIP uint64) (uint64, error) {
+	switch r {
+	case x86asm.RIP:
+		return nextRIP, nil
+	case x86asm.EIP:
+		return uint64(uint32(nextRIP)), nil
+	case x86asm.IP:
+		return uint64(uint16(nextRIP)), nil
+	}
+	idx, w, ok := regIndex(r)
+	if !ok {
+		return 0, fmt.Errorf("register %v not supported in an address", r)
+	}
+	return *st.gpr(idx) & widthMask(w), nil
+}
+
+// memLinear computes a memory operand's linear address: base + index*scale
+// + disp, truncated to the address size, plus the segment base (in 64-bit
+// mode only FS and GS have one).
+func (st *state) memLinear(m x86asm.Mem, addrSize int, nextRIP uint64) (uint64, error) {
+	var a uint64
+	if m.Base != 0 {
+		v, err := st.regValue(m.Base, nextRIP)
+		if err != nil {
+			return 0, err
+		}
+		a = v
+	}
+	if m.Index != 0 {
+		v, err := st.regValue(m.Index, nextRIP)
+		if err != nil {
+			return 0, err
+		}
+		a += v * uint64(m.Scale)
+	}
+	a = (a + uint64(m.Disp)) & widthMask(addrSize)
+	seg := m.Segment
+	if seg == 0 {
+		seg = x86asm.DS
+		switch m.Base {
+		case x86asm.SP, x86asm.BP, x86asm.ESP, x86asm.EBP, x86asm.RSP, x86asm.RBP:
+			seg = x86asm.SS
+		}
+	}
+	return st.segLinear(seg, a), nil
+}
+
+// segLinear adds a segment's base to an effective address.
+func (st *state) segLinear(seg x86asm.Reg, ea uint64) uint64 {
+	s := &st.sregs
+	if st.mode == 64 {
+		switch seg {
+		case x86asm.FS:
+			return ea + s.FS.Base
+		case x86asm.GS:
+			return ea + s.GS.Base
+		}
+		return ea
+	}
+	var base uint64
+	switch seg {
+	case x86asm.ES:
+		base = s.ES.Base
+	case x86asm.CS:
+		base = s.CS.Base
+	case x86asm.SS:
+		base = s.SS.Base
+	case x86asm.DS:
+		base = s.DS.Base
+	case x86asm.FS:
+		base = s.FS.Base
+	case x86asm.GS:
+		base = s.GS.Base
+	}
+	return uint64(uint32(base + ea))
+}
+
+// popcnt emulates POPCNT r, r/m (16, 32 or 64 bits). Flags (SDM): OF, SF,
+// ZF, AF, CF and PF are cleared, then ZF is set if the source is zero.
+func (e *Emulator) popcnt(st *state, inst *x86asm.Inst) (Kind, error) {
+	dst, ok := inst.Args[0].(x86asm.Reg)
+	di, dw, ok2 := regIndex(dst)
+	if !ok || !ok2 {
+		return KindNone, st.unhandled("popcnt with an unexpected destination", "")
+	}
+	nextRIP := st.regs.RIP + uint64(inst.Len)
+	var src uint64
+	switch a := inst.Args[1].(type) {
+	case x86asm.Reg:
+		si, sw, ok := regIndex(a)
+		if !ok {
+			return KindNone, st.unhandled("popcnt with an unexpected source", "")
+		}
+		src = *st.gpr(si) & widthMask(sw)
+	case x86asm.Mem:
+		lin, err := st.memLinear(a, inst.AddrSize, nextRIP)
+		if err != nil {
+			return KindNone, st.unhandled("popcnt: "+err.Error(), "")
+		}
+		n := dw / 8
+		buf, err := e.readVirt(st.cpu, lin, n)
+		if err != nil {
+			return KindNone, st.unhandled(fmt.Sprintf("popcnt: reading the source at linear %#x: %v", lin, err), "")
+		}
+		for i := n - 1; i >= 0; i-- {
+			src = src<<8 | uint64(buf[i])
+		}
+	default:
+		return KindNone, st.unhandled("popcnt with an unexpected source", "")
+	}
+	cnt := uint64(bits.OnesCount64(src))
+	r := st.gpr(di)
+	switch dw {
+	case 64:
+		*r = cnt
+	case 32:
+		*r = cnt // a 32-bit write zero-extends
+	case 16:
+		*r = *r&^0xffff | cnt
+	}
+	st.regs.RFLAGS &^= arithFlags
+	if src == 0 {
+		st.regs.RFLAGS |= flagZF
+	}
+	st.advance(inst.Len)
+	return KindPOPCNT, st.commit()
+}

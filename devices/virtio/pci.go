@@ -1,0 +1,733 @@
+// Package virtio implements modern (virtio 1.x) virtio-pci devices: the PCI
+// transport with its common/notify/ISR/device-config capabilities, split
+// virtqueues, notifications through ioeventfds and interrupts through the
+// MSI-X model of devices/pci, and the blk, net, console and rng devices.
+//
+// Each device has one worker goroutine that waits on its queues' notify
+// eventfds (and on backend fds such as a tap) and serves the queues, so
+// guest kicks never run device code on a vCPU thread. A malformed ring puts
+// the device in DEVICE_NEEDS_RESET instead of stopping the VMM.
+package virtio
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"godvm/devices/pci"
+	"godvm/devices/platform"
+	"godvm/guestmem"
+)
+
+// Device IDs (virtio 1.2 §5).
+const (
+	IDNet     = 1
+	IDBlock   = 2
+	IDConsole = 3
+	IDRNG     = 4
+)
+
+// Transport feature bits.
+const (
+	FIndirectDesc = 1 << 28
+	FEventIdx     = 1 << 29
+	FVersion1     = 1 << 32
+)
+
+// Device status bits.
+const (
+	StatusAcknowledge = 1
+	StatusDriver      = 2
+	StatusDriverOK    = 4
+	StatusFeaturesOK  = 8
+	StatusNeedsReset  = 64
+	StatusFailed      = 128
+)
+
+// NoVector is the MSI-X "no vector" value.
+const NoVector = 0xffff
+
+// BAR0 layout of every godvm virtio device.
+const (
+	offCommon   = 0x0000
+	offISR      = 0x1000
+	offDevice   = 0x2000
+	offNotify   = 0x3000
+	offMSIX     = 0x4000
+	offPBA      = 0x6000
+	barSize     = 0x8000
+	notifyMult  = 4
+	commonLen   = 0x3c
+	regionLen   = 0x1000
+	maxQueues   = 64
+	vendorVirt  = 0x1af4
+	deviceIDOff = 0x1040
+)
+
+// virtio_pci_cap cfg_type values.
+const (
+	capCommon = 1
+	capNotify = 2
+	capISR    = 3
+	capDevice = 4
+)
+
+// Env is what a backend gets when the driver sets DRIVER_OK.
+type Env struct {
+	Mem      *guestmem.Memory
+	Queues   []*Queue // nil for queues the driver did not enable
+	Features uint64   // negotiated
+	// Interrupt tells the driver about used buffers on queue q (if its
+	// notification suppression allows).
+	Interrupt func(q int)
+}
+
+// Backend is one virtio device type behind the transport. Kick and the
+// Poller methods run on the device's worker goroutine; ReadConfig and
+// WriteConfig on vCPU threads.
+type Backend interface {
+	DeviceType() uint16
+	Features() uint64 // device-specific feature bits offered
+	QueueMaxSizes() []uint16
+	ReadConfig(off uint64, data []byte)
+	WriteConfig(off uint64, data []byte)
+	// Activate starts serving after feature negotiation and DRIVER_OK.
+	Activate(env *Env) error
+	// Kick serves queue q after the driver notified it. A *ChainError puts
+	// the device in DEVICE_NEEDS_RESET.
+	Kick(q int) error
+	// Reset stops the device (the worker has stopped; queues are dropped).
+	Reset()
+}
+
+// Poller is implemented by backends that also wait on host fds (a tap).
+type Poller interface {
+	// PollFDs lists the fds to wait on for readability right now.
+	PollFDs() []int32
+	// Ready is called when fd became readable.
+	Ready(fd int32) error
+}
+
+type queueCfg struct {
+	size, maxSize uint16
+	vector        uint16
+	enabled       bool
+	desc, avail   uint64
+	used          uint64
+	kick          *platform.EventFD
+}
+
+// Device is a virtio-pci function: add it to a pci.Root.
+type Device struct {
+	*pci.ConfigSpace
+	p    *platform.Platform
+	be   Backend
+	msix *pci.MSIX
+
+	ctl sync.Mutex // serializes driver writes to the common config (status changes)
+	mu  sync.Mutex // guards the fields below
+	st  struct {
+		devFeatSel, drvFeatSel uint32
+		drvFeatures            uint64
+		status                 uint8
+		generation             uint8
+		configVector           uint16
+		queueSel               uint16
+		isr                    uint8
+	}
+	queues   []queueCfg
+	features uint64 // offered
+	notifyAt uint64 // guest address of the notify region while mapped (0: unmapped)
+
+	worker *worker
+}
+
+// New builds a virtio-pci device around be; name is for logs and bus maps.
+func New(p *platform.Platform, name string, be Backend) (*Device, error) {
+	sizes := be.QueueMaxSizes()
+	if len(sizes) == 0 || len(sizes) > maxQueues {
+		return nil, fmt.Errorf("virtio: %s: %d queues", name, len(sizes))
+	}
+	id := be.DeviceType()
+	d := &Device{p: p, be: be, features: be.Features() | FVersion1 | FIndirectDesc | FEventIdx}
+	d.ConfigSpace = pci.NewConfigSpace(p, name, pci.Header{
+		VendorID: vendorVirt, DeviceID: deviceIDOff + id, Revision: 1,
+		Class: classOf(id), SubsysVendor: vendorVirt, SubsysID: 0x40 + id,
+	})
+	d.queues = make([]queueCfg, len(sizes))
+	for i, s := range sizes {
+		if s == 0 || s > MaxQueueSize || s&(s-1) != 0 {
+			return nil, fmt.Errorf("virtio: %s: queue %d max size %d", name, i, s)
+		}
+		ev, err := platform.NewEventFD()
+		if err != nil {
+			d.closeKicks()
+			return nil, err
+		}
+		d.queues[i] = queueCfg{size: s, maxSize: s, vector: NoVector, kick: ev}
+	}
+	d.st.configVector = NoVector
+
+	var mux pci.Mux
+	if err := d.SetBAR(0, pci.BAR{Type: pci.BARMem64, Size: barSize, Dev: &mux}); err != nil {
+		d.closeKicks()
+		return nil, err
+	}
+	msix, err := pci.NewMSIX(p.IRQ, d.ConfigSpace, pci.MSIXConfig{
+		Vectors: len(sizes) + 1, TableBAR: 0, TableOffset: offMSIX, PBABAR: 0, PBAOffset: offPBA,
+	})
+	if err != nil {
+		d.closeKicks()
+		return nil, err
+	}
+	d.msix = msix
+	for _, r := range []struct {
+		off, size uint64
+		name      string
+		dev       interface {
+			Read(uint64, []byte)
+			Write(uint64, []byte)
+		}
+	}{
+		{offCommon, regionLen, "common", (*commonRegion)(d)},
+		{offISR, regionLen, "isr", (*isrRegion)(d)},
+		{offDevice, regionLen, "device", (*deviceRegion)(d)},
+		{offNotify, uint64(len(sizes)) * notifyMult, "notify", (*notifyRegion)(d)},
+		{offMSIX, msix.TableSize(), "msix-table", msix.Table()},
+		{offPBA, msix.PBASize(), "msix-pba", msix.PBA()},
+	} {
+		if err := mux.Add(r.off, r.size, r.name, r.dev); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
+	for _, c := range []struct {
+		typ       byte
+		off, size uint32
+	}{
+		{capCommon, offCommon, commonLen},
+		{capNotify, offNotify, uint32(len(sizes)) * notifyMult},
+		{capISR, offISR, 1},
+		{capDevice, offDevice, regionLen},
+	} {
+		body := make([]byte, 14, 18)
+		body[0] = 16 // cap_len
+		body[1] = c.typ
+		body[2] = 0 // bar
+		binary.LittleEndian.PutUint32(body[6:], c.off)
+		binary.LittleEndian.PutUint32(body[10:], c.size)
+		if c.typ == capNotify {
+			body[0] = 20
+			body = binary.LittleEndian.AppendUint32(body, notifyMult)
+		}
+		if _, err := d.AddCapability(pci.CapVndr, body, nil); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
+	d.OnBARChange = d.barChanged
+	return d, nil
+}
+
+func classOf(id uint16) uint32 {
+	switch id {
+	case IDNet:
+		return 0x020000
+	case IDBlock:
+		return 0x018000
+	case IDConsole:
+		return 0x078000
+	}
+	return 0x00ff00
+}
+
+// MSIX exposes the device's MSI-X model (for tests and diagnostics).
+func (d *Device) MSIX() *pci.MSIX { return d.msix }
+
+// Status returns the device status register.
+func (d *Device) Status() uint8 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.st.status
+}
+
+// KickFD returns queue q's notify eventfd.
+func (d *Device) KickFD(q int) *platform.EventFD { return d.queues[q].kick }
+
+// NotifyAddr is the guest address a driver writes to notify queue q (0
+// while BAR0 is unmapped).
+func (d *Device) NotifyAddr(q int) uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.notifyAt == 0 {
+		return 0
+	}
+	return d.notifyAt + uint64(q)*notifyMult
+}
+
+// barChanged moves the queues' ioeventfds with BAR0.
+func (d *Device) barChanged(ch pci.BARChange) {
+	if ch.BAR != 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	base := ch.Addr + offNotify
+	for i := range d.queues {
+		addr := base + uint64(i)*notifyMult
+		var err error
+		if ch.Mapped {
+			err = d.p.IOEv.AddIOEvent(platform.MMIO, addr, 2, nil, d.queues[i].kick)
+		} else {
+			err = d.p.IOEv.RemoveIOEvent(platform.MMIO, addr, 2, nil, d.queues[i].kick)
+		}
+		if err != nil { // notifies still work, through exits to notifyRegion
+			slog.Warn("virtio: ioeventfd", "dev", d.Name(), "queue", i, "mapped", ch.Mapped, "err", err)
+		}
+	}
+	if ch.Mapped {
+		d.notifyAt = base
+	} else {
+		d.notifyAt = 0
+	}
+}
+
+// ConfigChanged tells the driver the device-specific config changed.
+func (d *Device) ConfigChanged() {
+	d.mu.Lock()
+	d.st.generation++
+	d.st.isr |= 2
+	v := d.st.configVector
+	d.mu.Unlock()
+	if v != NoVector {
+		d.msix.Notify(int(v))
+	}
+}
+
+// interrupt signals queue q's vector (called by backends through Env).
+func (d *Device) interrupt(q int, force bool) {
+	d.mu.Lock()
+	w := d.worker
+	if w == nil || q < 0 || q >= len(d.queues) || w.env.Queues[q] == nil {
+		d.mu.Unlock()
+		return
+	}
+	if !force && !w.env.Queues[q].NeedInterrupt() {
+		d.mu.Unlock()
+		return
+	}
+	d.st.isr |= 1
+	v := d.queues[q].vector
+	d.mu.Unlock()
+	if v != NoVector {
+		d.msix.Notify(int(v))
+	}
+}
+
+// fail puts the device in DEVICE_NEEDS_RESET after a driver error.
+func (d *Device) fail(err error) {
+	slog.Warn("virtio: device needs reset", "dev", d.Name(), "err", err)
+	d.mu.Lock()
+	if d.st.status&StatusNeedsReset != 0 {
+		d.mu.Unlock()
+		return
+	}
+	d.st.status |= StatusNeedsReset
+	d.mu.Unlock()
+	d.ConfigChanged()
+}
+
+// Close stops the device and frees its eventfds and vectors.
+func (d *Device) Close() error {
+	d.stopWorker()
+	d.ConfigSpace.Unmap()
+	d.closeKicks()
+	if d.msix != nil {
+		return d.msix.Close()
+	}
+	return nil
+}
+
+func (d *Device) closeKicks() {
+	for _, q := range d.queues {
+		if q.kick != nil {
+			q.kick.Close()
+		}
+	}
+}
+
+// Common configuration register offsets (struct virtio_pci_common_cfg).
+const (
+	ccDevFeatSel  = 0x00
+	ccDevFeat     = 0x04
+	ccDrvFeatSel  = 0x08
+	ccDrvFeat     = 0x0c
+	ccConfigVec   = 0x10
+	ccNumQueues   = 0x12
+	ccStatus      = 0x14
+	ccGeneration  = 0x15
+	ccQueueSel    = 0x16
+	ccQueueSize   = 0x18
+	ccQueueVec    = 0x1a
+	ccQueueEnable = 0x1c
+	ccQueueNotify = 0x1e
+	ccQueueDesc   = 0x20
+	ccQueueDriver = 0x28
+	ccQueueDevice = 0x30
+	ccNotifyData  = 0x38
+	ccQueueReset  = 0x3a
+)
+
+// commonImage renders the common config as the driver sees it (locked).
+func (d *Device) commonImage() [commonLen]byte {
+	var b [commonLen]byte
+	le := binary.LittleEndian
+	le.PutUint32(b[ccDevFeatSel:], d.st.devFeatSel)
+	if d.st.devFeatSel < 2 {
+		le.PutUint32(b[ccDevFeat:], uint32(d.features>>(32*d.st.devFeatSel)))
+	}
+	le.PutUint32(b[ccDrvFeatSel:], d.st.drvFeatSel)
+	if d.st.drvFeatSel < 2 {
+		le.PutUint32(b[ccDrvFeat:], uint32(d.st.drvFeatures>>(32*d.st.drvFeatSel)))
+	}
+	le.PutUint16(b[ccConfigVec:], d.st.configVector)
+	le.PutUint16(b[ccNumQueues:], uint16(len(d.queues)))
+	b[ccStatus] = d.st.status
+	b[ccGeneration] = d.st.generation
+	le.PutUint16(b[ccQueueSel:], d.st.queueSel)
+	if s := int(d.st.queueSel); s < len(d.queues) {
+		q := &d.queues[s]
+		le.PutUint16(b[ccQueueSize:], q.size)
+		le.PutUint16(b[ccQueueVec:], q.vector)
+		if q.enabled {
+			le.PutUint16(b[ccQueueEnable:], 1)
+		}
+		le.PutUint16(b[ccQueueNotify:], uint16(s))
+		le.PutUint64(b[ccQueueDesc:], q.desc)
+		le.PutUint64(b[ccQueueDriver:], q.avail)
+		le.PutUint64(b[ccQueueDevice:], q.used)
+		le.PutUint16(b[ccNotifyData:], uint16(s))
+	} else {
+		le.PutUint16(b[ccQueueVec:], NoVector)
+	}
+	return b
+}
+
+type commonRegion Device
+
+func (c *commonRegion) Read(off uint64, data []byte) {
+	d := (*Device)(c)
+	d.mu.Lock()
+	img := d.commonImage()
+	d.mu.Unlock()
+	for i := range data {
+		if o := off + uint64(i); o < commonLen {
+			data[i] = img[o]
+		} else {
+			data[i] = 0
+		}
+	}
+}
+
+// Write patches the rendered image and applies each field the access
+// touched, so any access width works.
+func (c *commonRegion) Write(off uint64, data []byte) {
+	d := (*Device)(c)
+	if off >= commonLen {
+		return
+	}
+	d.ctl.Lock()
+	defer d.ctl.Unlock()
+	d.mu.Lock()
+	img := d.commonImage()
+	for i, v := range data {
+		if o := off + uint64(i); o < commonLen {
+			img[o] = v
+		}
+	}
+	end := off + uint64(len(data))
+	touched := func(f, n uint64) bool { return off < f+n && end > f }
+	le := binary.LittleEndian
+	var newStatus = -1
+	if touched(ccDevFeatSel, 4) {
+		d.st.devFeatSel = le.Uint32(img[ccDevFeatSel:])
+	}
+	if touched(ccDrvFeatSel, 4) {
+		d.st.drvFeatSel = le.Uint32(img[ccDrvFeatSel:])
+	}
+	if touched(ccDrvFeat, 4) && d.st.drvFeatSel < 2 && d.st.status&StatusFeaturesOK == 0 {
+		sh := 32 * d.st.drvFeatSel
+		d.st.drvFeatures = d.st.drvFeatures&^(0xffffffff<<sh) | uint64(le.Uint32(img[ccDrvFeat:]))<<sh
+	}
+	if touched(ccConfigVec, 2) {
+		d.st.configVector = d.checkVector(le.Uint16(img[ccConfigVec:]))
+	}
+	if touched(ccQueueSel, 2) {
+		d.st.queueSel = le.Uint16(img[ccQueueSel:])
+	}
+	if s := int(d.st.queueSel); s < len(d.queues) {
+		q := &d.queues[s]
+		if touched(ccQueueVec, 2) {
+			q.vector = d.checkVector(le.Uint16(img[ccQueueVec:]))
+		}
+		if !q.enabled && d.st.status&StatusDriverOK == 0 {
+			if touched(ccQueueSize, 2) {
+				q.size = le.Uint16(img[ccQueueSize:])
+			}
+			if touched(ccQueueDesc, 8) {
+				q.desc = le.Uint64(img[ccQueueDesc:])
+			}
+			if touched(ccQueueDriver, 8) {
+				q.avail = le.Uint64(img[ccQueueDriver:])
+			}
+			if touched(ccQueueDevice, 8) {
+				q.used = le.Uint64(img[ccQueueDevice:])
+			}
+			if touched(ccQueueEnable, 2) && le.Uint16(img[ccQueueEnable:]) == 1 {
+				q.enabled = true
+			}
+		}
+	}
+	if touched(ccStatus, 1) {
+		newStatus = int(img[ccStatus])
+	}
+	d.mu.Unlock()
+	if newStatus >= 0 {
+		d.setStatus(uint8(newStatus))
+	}
+}
+
+func (d *Device) checkVector(v uint16) uint16 {
+	if v != NoVector && int(v) >= d.msix.NumVectors() {
+		return NoVector
+	}
+	return v
+}
+
+// setStatus applies a driver write of the status register (d.ctl held).
+func (d *Device) setStatus(v uint8) {
+	if v == 0 {
+		d.reset()
+		return
+	}
+	d.mu.Lock()
+	old := d.st.status
+	v |= old & StatusNeedsReset // only a reset clears it
+	if v&StatusFeaturesOK != 0 && old&StatusFeaturesOK == 0 {
+		f := d.st.drvFeatures
+		if f&^d.features != 0 || f&FVersion1 == 0 {
+			slog.Warn("virtio: driver features refused", "dev", d.Name(), "features", fmt.Sprintf("%#x", f))
+			v &^= StatusFeaturesOK
+		}
+	}
+	d.st.status = v
+	start := v&StatusDriverOK != 0 && old&StatusDriverOK == 0 && v&StatusFeaturesOK != 0 && v&StatusFailed == 0
+	d.mu.Unlock()
+	if start {
+		if err := d.activate(); err != nil {
+			d.fail(err)
+		}
+	}
+}
+
+// activate builds the queues and starts the worker.
+func (d *Device) activate() error {
+	d.mu.Lock()
+	env := &Env{Mem: d.p.Mem, Features: d.st.drvFeatures, Queues: make([]*Queue, len(d.queues))}
+	for i := range d.queues {
+		qc := &d.queues[i]
+		if !qc.enabled {
+			continue
+		}
+		if qc.size > qc.maxSize {
+			d.mu.Unlock()
+			return fmt.Errorf("queue %d: size %d > max %d", i, qc.size, qc.maxSize)
+		}
+		q, err := NewQueue(d.p.Mem, qc.size, qc.desc, qc.avail, qc.used)
+		if err != nil {
+			d.mu.Unlock()
+			return fmt.Errorf("queue %d: %w", i, err)
+		}
+		q.EventIdx = env.Features&FEventIdx != 0
+		q.Indirect = env.Features&FIndirectDesc != 0
+		env.Queues[i] = q
+	}
+	env.Interrupt = func(q int) { d.interrupt(q, false) }
+	w, err := newWorker(d, env)
+	if err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	d.worker = w
+	d.mu.Unlock()
+	if err := d.be.Activate(env); err != nil {
+		d.mu.Lock()
+		d.worker = nil
+		d.mu.Unlock()
+		w.close()
+		return err
+	}
+	w.start()
+	return nil
+}
+
+func (d *Device) stopWorker() {
+	d.mu.Lock()
+	w := d.worker
+	d.mu.Unlock()
+	if w != nil {
+		w.stop()
+		d.mu.Lock()
+		d.worker = nil
+		d.mu.Unlock()
+		d.be.Reset()
+	}
+}
+
+// reset returns the device to its initial state (status 0 write).
+func (d *Device) reset() {
+	d.stopWorker()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.st.status = 0
+	d.st.drvFeatures = 0
+	d.st.devFeatSel, d.st.drvFeatSel = 0, 0
+	d.st.configVector = NoVector
+	d.st.queueSel = 0
+	d.st.isr = 0
+	for i := range d.queues {
+		q := &d.queues[i]
+		q.size, q.vector, q.enabled = q.maxSize, NoVector, false
+		q.desc, q.avail, q.used = 0, 0, 0
+		q.kick.Read() // drop stale notifications
+	}
+}
+
+type isrRegion Device
+
+func (r *isrRegion) Read(off uint64, data []byte) {
+	d := (*Device)(r)
+	clear(data)
+	if off == 0 && len(data) > 0 {
+		d.mu.Lock()
+		data[0] = d.st.isr
+		d.st.isr = 0
+		d.mu.Unlock()
+	}
+}
+
+func (r *isrRegion) Write(off uint64, data []byte) {}
+
+type deviceRegion Device
+
+func (r *deviceRegion) Read(off uint64, data []byte)  { (*Device)(r).be.ReadConfig(off, data) }
+func (r *deviceRegion) Write(off uint64, data []byte) { (*Device)(r).be.WriteConfig(off, data) }
+
+// notifyRegion receives queue notifications that were not caught by an
+// ioeventfd (no KVM, or registration failed) and forwards them.
+type notifyRegion Device
+
+func (r *notifyRegion) Read(off uint64, data []byte) { clear(data) }
+
+func (r *notifyRegion) Write(off uint64, data []byte) {
+	d := (*Device)(r)
+	if q := int(off / notifyMult); q < len(d.queues) {
+		d.queues[q].kick.Signal()
+	}
+}
+
+// worker is the goroutine serving one activated device.
+type worker struct {
+	d      *Device
+	env    *Env
+	stopEv *platform.EventFD
+	done   chan struct{}
+	broken bool
+}
+
+func newWorker(d *Device, env *Env) (*worker, error) {
+	ev, err := platform.NewEventFD()
+	if err != nil {
+		return nil, err
+	}
+	return &worker{d: d, env: env, stopEv: ev, done: make(chan struct{})}, nil
+}
+
+func (w *worker) start() { go w.run() }
+
+func (w *worker) stop() {
+	w.stopEv.Signal()
+	<-w.done
+	w.close()
+}
+
+func (w *worker) close() { w.stopEv.Close() }
+
+func (w *worker) run() {
+	defer close(w.done)
+	d := w.d
+	poller, _ := d.be.(Poller)
+	fds := make([]unix.PollFd, 0, 1+len(d.queues)+2)
+	// Serve anything queued before DRIVER_OK.
+	for i := range d.queues {
+		w.kick(i)
+	}
+	for {
+		fds = fds[:0]
+		fds = append(fds, unix.PollFd{Fd: int32(w.stopEv.Fd()), Events: unix.POLLIN})
+		for i := range d.queues {
+			fds = append(fds, unix.PollFd{Fd: int32(d.queues[i].kick.Fd()), Events: unix.POLLIN})
+		}
+		nq := len(fds)
+		if poller != nil && !w.broken {
+			for _, fd := range poller.PollFDs() {
+				fds = append(fds, unix.PollFd{Fd: fd, Events: unix.POLLIN})
+			}
+		}
+		_, err := unix.Poll(fds, -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			slog.Error("virtio: poll", "dev", d.Name(), "err", err)
+			return
+		}
+		if fds[0].Revents != 0 {
+			return
+		}
+		for i := 1; i < nq; i++ {
+			if fds[i].Revents != 0 {
+				d.queues[i-1].kick.Read()
+				w.kick(i - 1)
+			}
+		}
+		for _, f := range fds[nq:] {
+			if f.Revents != 0 && !w.broken {
+				w.check(poller.Ready(f.Fd))
+			}
+		}
+	}
+}
+
+func (w *worker) kick(q int) {
+	if w.broken || w.env.Queues[q] == nil {
+		return
+	}
+	w.check(w.d.be.Kick(q))
+}
+
+func (w *worker) check(err error) {
+	if err == nil {
+		return
+	}
+	if IsChainError(err) {
+		w.broken = true
+		w.d.fail(err)
+		return
+	}
+	slog.Warn("virtio: device error", "dev", w.d.Name(), "err", err)
+}

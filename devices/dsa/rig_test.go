@@ -239,3 +239,12 @@ func fillRand(b []byte, seed uint32) {
 		b[i] = byte(x)
 	}
 }
+
+func mustMem(t *testing.T, ram []byte) *guestmem.Memory {
+	t.Helper()
+	m, err := guestmem.FromBytes(guestmem.NewRegion(0, ram, -1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}

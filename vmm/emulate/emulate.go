@@ -50,6 +50,8 @@ type VCPU interface {
 	MSRs(entries []kvm.MSREntry) error
 }
 
+var _ VCPU = (*kvm.VCPU)(nil)
+
 // Emulator emulates one instruction at a time. Its fields are shared by all
 // vCPUs; Emulate may be called concurrently.
 type Emulator struct {

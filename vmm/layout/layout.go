@@ -73,6 +73,8 @@ const (
 	IOAPICSize  = 0x1000
 	LAPICBase   = 0xfee0_0000
 	LAPICSize   = 0x1000
+	KVMIdentMap = 0xfffb_c000   // KVM_SET_IDENTITY_MAP_ADDR (one page, Intel real mode)
+	KVMTSS      = 0xfffb_d000   // KVM_SET_TSS_ADDR (three pages)
 	HighRAM     = 0x1_0000_0000 // RAM above the hole starts at 4 GiB
 	MMIO64Start = 0x10_0000_0000
 	MMIO64Size  = 0x10_0000_0000
@@ -95,6 +97,7 @@ const (
 	PortPVPanic   = 0x505
 	PortPM1aEvent = 0x600 // 4 bytes
 	PortPM1aCtrl  = 0x604 // 2 bytes
+	PortPMTimer   = 0x608 // 4 bytes, ACPI PM timer (FADT PM_TMR_BLK)
 	PortResetCF9  = 0xcf9
 	PortPCIConfig = 0xcf8 // 0xcf8 address, 0xcfc-0xcff data
 	IOAPICPins    = 24    // GSIs 0-23 are IOAPIC pins

@@ -47,6 +47,8 @@ func TestFixedRegionsDisjoint(t *testing.T) {
 		{"ioapic", Region{IOAPICBase, IOAPICSize}},
 		{"lapic", Region{LAPICBase, LAPICSize}},
 		{"mmio64", Region{MMIO64Start, MMIO64Size}},
+		{"kvm ident map", Region{KVMIdentMap, 0x1000}},
+		{"kvm tss", Region{KVMTSS, 0x3000}},
 	}
 	for i, a := range fixed {
 		for _, b := range fixed[i+1:] {

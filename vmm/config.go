@@ -1,0 +1,129 @@
+// Package vmm assembles a godvm machine from a Config: guest memory laid out
+// by vmm/layout, the kernel loaded by vmm/boot, the legacy devices, the MP
+// (and ACPI) tables, one thread per vCPU running KVM_RUN, the exit dispatch
+// (exits.go) and the lifecycle that turns guest requests into godvm's exit
+// statuses.
+package vmm
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"godvm/devices/platform"
+	"godvm/vmm/layout"
+)
+
+// BaseCmdline is always first on the guest command line.
+const BaseCmdline = "console=ttyS0"
+
+// DeviceFunc attaches a device to the machine under construction. It runs
+// after guest memory, the buses and the interrupt controller exist and
+// before ACPI tables are written. bus is the PCI root's (as `any` so that
+// this package does not depend on devices/pci; see pci.go).
+type DeviceFunc func(m *Machine, p *platform.Platform) error
+
+// Config describes a machine.
+type Config struct {
+	Kernel string // ELF vmlinux or bzImage (required)
+	Initrd string // optional initrd/initramfs
+	// Cmdline is the user's part of the guest command line: it goes last,
+	// so its parameters win over BaseCmdline and HostCmdline.
+	Cmdline string
+	// HostCmdline holds host-compatibility parameters (from vmm/probe),
+	// placed between BaseCmdline and Cmdline.
+	HostCmdline []string
+	CPUs        int           // 1..layout.MaxVCPUs; 0 means 1
+	Memory      uint64        // bytes; 0 means layout.DefaultMemory
+	Timeout     time.Duration // 0: none; else Run ends with ReasonTimeout
+	BootTrace   bool          // collect exit/emulation statistics
+	SystemMap   string        // System.map for RIP symbols in reports
+	KVMPath     string        // default /dev/kvm
+	Console     io.Writer     // serial output; default os.Stdout
+	Stdin       *os.File      // serial input; nil: none
+	Log         *slog.Logger  // default slog.Default()
+	// Devices run in order while the machine is built (see DeviceFunc).
+	Devices []DeviceFunc
+	// Start is when godvm started (boot-timer reference); default: New's
+	// start.
+	Start time.Time
+}
+
+// FullCmdline assembles the guest command line: base, host, user.
+func (c *Config) FullCmdline() string {
+	parts := []string{BaseCmdline}
+	parts = append(parts, c.HostCmdline...)
+	if s := strings.TrimSpace(c.Cmdline); s != "" {
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
+}
+
+func (c *Config) normalize() error {
+	if c.Kernel == "" {
+		return fmt.Errorf("no kernel given")
+	}
+	if c.CPUs == 0 {
+		c.CPUs = layout.DefaultVCPUs
+	}
+	if c.CPUs < 1 || c.CPUs > layout.MaxVCPUs {
+		return fmt.Errorf("--cpus %d: must be between 1 and %d", c.CPUs, layout.MaxVCPUs)
+	}
+	if c.Memory == 0 {
+		c.Memory = layout.DefaultMemory
+	}
+	if c.Timeout < 0 {
+		return fmt.Errorf("--timeout %v is negative", c.Timeout)
+	}
+	if c.KVMPath == "" {
+		c.KVMPath = "/dev/kvm"
+	}
+	if c.Console == nil {
+		c.Console = os.Stdout
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.Start.IsZero() {
+		c.Start = time.Now()
+	}
+	return nil
+}
+
+// ParseSize parses a memory size: a number of bytes with an optional K, M,
+// G or T suffix (powers of 1024, optionally followed by "B" or "iB"); a bare
+// number is MiB, as in QEMU's -m.
+func ParseSize(s string) (uint64, error) {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return 0, fmt.Errorf("empty size")
+	}
+	u := strings.ToUpper(t)
+	u = strings.TrimSuffix(u, "IB")
+	u = strings.TrimSuffix(u, "B")
+	mult := uint64(layout.MiB)
+	if n := len(u); n > 0 {
+		switch u[n-1] {
+		case 'K':
+			mult, u = layout.KiB, u[:n-1]
+		case 'M':
+			mult, u = layout.MiB, u[:n-1]
+		case 'G':
+			mult, u = layout.GiB, u[:n-1]
+		case 'T':
+			mult, u = 1<<40, u[:n-1]
+		}
+	}
+	v, err := strconv.ParseUint(u, 10, 64)
+	if err != nil || v == 0 {
+		return 0, fmt.Errorf("invalid size %q (want e.g. 512M or 2G)", s)
+	}
+	if v > (1<<63)/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return v * mult, nil
+}

@@ -1,0 +1,240 @@
+package vmm
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"godvm/devices/bus"
+	"godvm/devices/platform"
+	"godvm/vmm/layout"
+)
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]uint64{
+		"512M": 512 << 20, "2G": 2 << 30, "2g": 2 << 30, "1GiB": 1 << 30, "64MB": 64 << 20,
+		"4096K": 4 << 20, "256": 256 << 20, " 1T ": 1 << 40,
+	} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("%q: %d %v, want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "M", "0", "-1G", "1.5G", "12X", "99999999999999999999G", "9000000000T"} {
+		if v, err := ParseSize(bad); err == nil {
+			t.Errorf("%q accepted as %d", bad, v)
+		}
+	}
+}
+
+func TestFullCmdline(t *testing.T) {
+	c := Config{HostCmdline: []string{"clearcpuid=smap", "noxsave"}, Cmdline: "  console=hvc0 quiet "}
+	got := c.FullCmdline()
+	if got != "console=ttyS0 clearcpuid=smap noxsave console=hvc0 quiet" {
+		t.Errorf("%q", got)
+	}
+	// The user's parameters come last so they win.
+	if !strings.HasSuffix(got, "console=hvc0 quiet") || strings.Index(got, "noxsave") > strings.Index(got, "quiet") {
+		t.Error("order")
+	}
+	if (&Config{}).FullCmdline() != BaseCmdline {
+		t.Error("empty config")
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	for _, c := range []struct {
+		r    Result
+		want int
+	}{
+		{Result{Reason: ReasonPowerOff}, 0},
+		{Result{Reason: ReasonReset}, 0},
+		{Result{Reason: ReasonDebugExit, Code: 0}, 0},
+		{Result{Reason: ReasonDebugExit, Code: 7}, 3},
+		{Result{Reason: ReasonPanic}, 2},
+		{Result{Reason: ReasonTimeout}, 4},
+		{Result{Reason: ReasonError}, 1},
+		{Result{Reason: ReasonInterrupted}, 1},
+		{Result{}, 1},
+	} {
+		if got := c.r.ExitStatus(); got != c.want {
+			t.Errorf("%v code %d: status %d, want %d", c.r.Reason, c.r.Code, got, c.want)
+		}
+	}
+	r := Result{Reason: ReasonTimeout, VCPUs: []VCPUState{{ID: 0, RIP: 0xffffffff81001012, Valid: true, Symbol: "default_idle+0x12"}, {ID: 1}}}
+	s := r.Summary()
+	if !strings.Contains(s, "stopped making progress") || !strings.Contains(s, "default_idle+0x12") || !strings.Contains(s, "never started") || strings.Contains(s, "vCPU 1") {
+		t.Errorf("timeout summary %q", s)
+	}
+	if s := (Result{Reason: ReasonDebugExit, Code: 7}).Summary(); !strings.Contains(s, "value 7") {
+		t.Errorf("%q", s)
+	}
+}
+
+func writeFile(t *testing.T, name string, b []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// minimalELF is a valid one-segment vmlinux-shaped ELF at 16 MiB.
+func minimalELF() []byte {
+	b := make([]byte, 64+56+16)
+	copy(b, "\x7fELF\x02\x01\x01")
+	le := func(off int, v uint64, n int) {
+		for i := 0; i < n; i++ {
+			b[off+i] = byte(v >> (8 * i))
+		}
+	}
+	le(16, 2, 2)
+	le(18, 62, 2)
+	le(24, 0x1000000, 8)
+	le(32, 64, 8)
+	le(54, 56, 2)
+	le(56, 1, 2)
+	le(64, 1, 4)
+	le(64+8, 120, 8)
+	le(64+24, 0x1000000, 8)
+	le(64+32, 16, 8)
+	le(64+40, 0x1000, 8)
+	return b
+}
+
+// Bad input is reported as *InputError before /dev/kvm is opened: the
+// KVM path here does not exist, so reaching it would give another error.
+func TestNewBadInput(t *testing.T) {
+	kernel := writeFile(t, "vmlinux", minimalELF())
+	notKernel := writeFile(t, "notes.txt", []byte("hello, I am not a kernel\n"))
+	bigInitrd := filepath.Join(t.TempDir(), "initrd")
+	f, _ := os.Create(bigInitrd)
+	f.Truncate(64 << 20)
+	f.Close()
+	cases := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"missing kernel", Config{Kernel: "/nonexistent/vmlinux"}, "no such file"},
+		{"no kernel", Config{}, "no kernel"},
+		{"not a kernel", Config{Kernel: notKernel}, "not an x86-64 Linux kernel"},
+		{"kernel is a directory", Config{Kernel: t.TempDir()}, "kernel"},
+		{"memory too small", Config{Kernel: kernel, Memory: 1 << 20}, "too small"},
+		{"memory huge", Config{Kernel: kernel, Memory: 1 << 50}, "too large"},
+		{"initrd missing", Config{Kernel: kernel, Initrd: "/nonexistent/initrd"}, "initrd"},
+		{"initrd larger than RAM", Config{Kernel: kernel, Initrd: bigInitrd, Memory: 32 << 20}, "larger than guest memory"},
+		{"cpus", Config{Kernel: kernel, CPUs: 1000}, "--cpus"},
+		{"cmdline too long", Config{Kernel: kernel, Cmdline: strings.Repeat("a", 4000)}, "command line"},
+		{"bad system map", Config{Kernel: kernel, SystemMap: notKernel}, "system map"},
+	}
+	for _, c := range cases {
+		c.cfg.KVMPath = "/nonexistent/kvm"
+		_, err := New(c.cfg)
+		var ie *InputError
+		if err == nil || !errors.As(err, &ie) {
+			t.Errorf("%s: %v is not an InputError", c.name, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %q does not mention %q", c.name, err, c.want)
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: multi-line error %q", c.name, err)
+		}
+	}
+	// Good input reaches /dev/kvm, whose absence is also an input error.
+	_, err := New(Config{Kernel: kernel, KVMPath: "/nonexistent/kvm"})
+	var ie *InputError
+	if err == nil || !errors.As(err, &ie) || !strings.Contains(err.Error(), "/nonexistent/kvm") {
+		t.Errorf("missing /dev/kvm: %v", err)
+	}
+}
+
+type irqRec struct{ lines []uint32 }
+
+func (i *irqRec) NewMSIVector() (platform.MSIVector, error) { return nil, errors.New("no") }
+func (i *irqRec) SetIRQLine(gsi uint32, level bool) error {
+	if level {
+		i.lines = append(i.lines, gsi)
+	}
+	return nil
+}
+
+// The legacy ports are wired to the lifecycle: the first stop request wins.
+func TestLegacyPortsStopMachine(t *testing.T) {
+	var out bytes.Buffer
+	irq := &irqRec{}
+	m := &Machine{cfg: Config{Console: &out}, stopCh: make(chan struct{}), pio: &bus.Bus{}}
+	m.cfg.normalize()
+	m.cfg.Console = &out
+	m.plat = &platform.Platform{IRQ: irq}
+	if err := m.addLegacy(); err != nil {
+		t.Fatal(err)
+	}
+	// Console output through the UART, IRQ 4 when THRI is enabled.
+	m.pioAccess(layout.PortCOM1+4, []byte{0x08}, true) // OUT2
+	m.pioAccess(layout.PortCOM1+1, []byte{0x02}, true) // IER.THRI
+	m.pioAccess(layout.PortCOM1, []byte{'K'}, true)
+	if out.String() != "K" || len(irq.lines) == 0 || irq.lines[0] != layout.IRQCOM1 {
+		t.Errorf("serial: %q irqs %v", out.String(), irq.lines)
+	}
+	// Unknown ports are not found (the exit path reads 0xff).
+	if m.pioAccess(0x1234, []byte{0}, false) {
+		t.Error("port 0x1234 answered")
+	}
+	// A 32-bit outl to 0xf4 carries the whole code.
+	if !m.pioAccess(layout.PortDebugExit, []byte{0x2a, 0x01, 0, 0}, true) {
+		t.Fatal("debug-exit outl not dispatched")
+	}
+	m.pioAccess(layout.PortPVPanic, []byte{1}, true) // later requests lose
+	if !m.stopped.Load() || m.result.Reason != ReasonDebugExit || m.result.Code != 0x12a {
+		t.Errorf("result %+v", m.result)
+	}
+	if m.result.ExitStatus() != ExitFailure {
+		t.Error("status")
+	}
+	// Boot timer.
+	m.pioAccess(layout.PortBootTimer, []byte{1}, true)
+	if _, ok := m.bootTimer.Elapsed(); !ok {
+		t.Error("boot timer not recorded")
+	}
+}
+
+func TestPanicAndPowerOff(t *testing.T) {
+	for _, c := range []struct {
+		port uint64
+		data []byte
+		want Reason
+	}{
+		{layout.PortPVPanic, []byte{1}, ReasonPanic},
+		{layout.PortPM1aCtrl, []byte{0, 0x34}, ReasonPowerOff},
+		{layout.PortResetCF9, []byte{6}, ReasonReset},
+		{layout.PortI8042 + 4, []byte{0xfe}, ReasonReset},
+	} {
+		m := &Machine{stopCh: make(chan struct{}), pio: &bus.Bus{}}
+		m.cfg.normalize()
+		m.plat = &platform.Platform{IRQ: &irqRec{}}
+		if err := m.addLegacy(); err != nil {
+			t.Fatal(err)
+		}
+		m.pioAccess(c.port, c.data, true)
+		if m.result.Reason != c.want {
+			t.Errorf("port %#x: %v, want %v", c.port, m.result.Reason, c.want)
+		}
+	}
+}
+
+func TestTraceWrite(t *testing.T) {
+	var b bytes.Buffer
+	(&Trace{Exits: map[string]uint64{"KVM_EXIT_IO": 10, "KVM_EXIT_MMIO": 3}, UnknownPorts: map[string]uint64{"in 0x61": 2}, Emulated: "int3=1", OutsideShare: 0.25}).Write(&b)
+	s := b.String()
+	for _, want := range []string{"never wrote the boot timer", "KVM_EXIT_IO=10 KVM_EXIT_MMIO=3", "25.0%", "in 0x61=2", "int3=1"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("trace lacks %q:\n%s", want, s)
+		}
+	}
+}

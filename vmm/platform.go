@@ -25,7 +25,7 @@ var errNoIRQPlatform = errors.New("vmm: MSI vectors, ioeventfds and extra memory
 type lineIRQ struct{ vm *kvm.VM }
 
 func (l lineIRQ) NewMSIVector() (platform.MSIVector, error) { return nil, errNoIRQPlatform }
-func (l lineIRQ) SetIRQLine(gsi uint32, level bool) error { return l.vm.IRQLine(gsi, level) }
+func (l lineIRQ) SetIRQLine(gsi uint32, level bool) error   { return l.vm.IRQLine(gsi, level) }
 
 type noIOEvents struct{}
 

@@ -437,4 +437,3 @@ func sortedCounts(m map[string]uint64) string {
 	}
 	return strings.Join(parts, " ")
 }
-

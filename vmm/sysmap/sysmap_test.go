@@ -24,7 +24,7 @@ func TestLookup(t *testing.T) {
 		0xffffffff81001012: "default_idle+0x12",
 		0xffffffff81001040: "do_one_initcall",
 		0xffffffff81002500: "do_one_initcall+0x14c0", // data symbols are skipped
-		0x1001012:          "default_idle+0x12",     // physical alias during early boot
+		0x1001012:          "default_idle+0x12",      // physical alias during early boot
 	} {
 		if got, ok := m.Lookup(addr); !ok || got != want {
 			t.Errorf("%#x: %q %v, want %q", addr, got, ok, want)

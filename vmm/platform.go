@@ -1,11 +1,13 @@
 package vmm
 
 import (
-	"errors"
+	"fmt"
 	"unsafe"
 
 	"godvm/devices/platform"
 	"godvm/kvm"
+	"godvm/vmm/irq"
+	"godvm/vmm/layout"
 )
 
 // hostAddr is the VMM address of a mapping, for KVM memory slots.
@@ -16,39 +18,32 @@ func hostAddr(b []byte) uint64 {
 	return uint64(uintptr(unsafe.Pointer(&b[0])))
 }
 
-// errNoIRQPlatform is returned by the minimal platform for services that
-// need vmm/irq.
-var errNoIRQPlatform = errors.New("vmm: MSI vectors, ioeventfds and extra memory slots need vmm/irq, which is not in this build")
-
-// lineIRQ drives legacy lines with KVM_IRQ_LINE. It is the fallback used
-// when vmm/irq is not available.
-type lineIRQ struct{ vm *kvm.VM }
-
-func (l lineIRQ) NewMSIVector() (platform.MSIVector, error) { return nil, errNoIRQPlatform }
-func (l lineIRQ) SetIRQLine(gsi uint32, level bool) error   { return l.vm.IRQLine(gsi, level) }
-
-type noIOEvents struct{}
-
-func (noIOEvents) AddIOEvent(platform.AddrSpace, uint64, uint32, *uint64, *platform.EventFD) error {
-	return errNoIRQPlatform
-}
-func (noIOEvents) RemoveIOEvent(platform.AddrSpace, uint64, uint32, *uint64, *platform.EventFD) error {
-	return errNoIRQPlatform
-}
-
-type noSlots struct{}
-
-func (noSlots) MapHostMemory(uint64, []byte, bool) (int, error) { return 0, errNoIRQPlatform }
-func (noSlots) UnmapHostMemory(int) error                       { return errNoIRQPlatform }
-
-// newPlatform builds the device platform over the machine's VM.
+// newPlatform builds the device platform over the machine's VM with
+// vmm/irq. The routing table connects ISA IRQ 0 (KVM's PIT) to IOAPIC pin 2,
+// as the MP table and the MADT say; RAM keeps the memory slots below
+// FirstSlot.
 func newPlatform(m *Machine) (*platform.Platform, error) {
+	cfg := irq.Config{
+		FirstMSIGSI: layout.FirstMSIGSI,
+		BaseRoutes:  irq.ISAOverrideRoutes(),
+		FirstSlot:   uint32(len(m.mem.Regions())),
+	}
+	if n, err := m.vm.CheckExtension(kvm.CapIRQRouting); err == nil && n > 0 {
+		cfg.GSILimit = uint32(n)
+	}
+	if n, err := m.vm.CheckExtension(kvm.CapNRMemSlots); err == nil && n > 0 {
+		cfg.SlotLimit = uint32(n)
+	}
+	c := irq.New(m.vm, cfg)
+	if err := c.Sync(); err != nil {
+		return nil, fmt.Errorf("install the interrupt routing table: %w", err)
+	}
 	return &platform.Platform{
 		Mem:   m.mem,
 		PIO:   m.pio,
 		MMIO:  m.mmio,
-		IRQ:   lineIRQ{m.vm},
-		IOEv:  noIOEvents{},
-		Slots: noSlots{},
+		IRQ:   c,
+		IOEv:  c,
+		Slots: c,
 	}, nil
 }

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"godvm/vmm"
+)
+
+// processStart is the boot timer's reference: godvm's own start.
+var processStart = time.Now()
+
+// runFlags are `godvm run`'s flags; device files append to deviceFlags and
+// deviceSetup in init().
+func runFlags() []cli.Flag {
+	f := []cli.Flag{
+		&cli.StringFlag{Name: "kernel", Aliases: []string{"k"}, Usage: "guest kernel: uncompressed ELF vmlinux (fastest) or bzImage (required)"},
+		&cli.StringFlag{Name: "initrd", Aliases: []string{"i"}, Usage: "initrd/initramfs (uncompressed cpio boots fastest)"},
+		&cli.StringFlag{Name: "cmdline", Aliases: []string{"c"}, Usage: "guest kernel parameters, placed last (they win over godvm's defaults)"},
+		&cli.IntFlag{Name: "cpus", Value: 1, Usage: "number of vCPUs"},
+		&cli.StringFlag{Name: "memory", Aliases: []string{"m"}, Value: "512M", Usage: "guest RAM, e.g. 512M or 2G"},
+		&cli.DurationFlag{Name: "timeout", Usage: "stop the guest after this long (exit status 4), e.g. 90s"},
+		&cli.BoolFlag{Name: "boot-trace", Usage: "report time to the guest agent's boot-timer write, exits by reason, time outside KVM_RUN, emulated instructions"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what godvm chose (command line, host defaults, devices)"},
+		&cli.BoolFlag{Name: "no-host-defaults", Usage: "do not add the host-compatibility kernel parameters chosen by the KVM probe"},
+		&cli.StringFlag{Name: "system-map", Usage: "the kernel's System.map, to name functions in reports"},
+	}
+	return append(f, deviceFlags...)
+}
+
+// deviceFlags and deviceSetup are filled by the device files (devices.go).
+var (
+	deviceFlags []cli.Flag
+	deviceSetup []func(c *cli.Context, cfg *vmm.Config) error
+)
+
+// hostDefaults returns the kernel parameters the host's KVM needs, with a
+// reason for each, and whether guest user space can run. The probe file
+// sets it; without it, no parameters are added.
+var hostDefaults func(log *slog.Logger) (params []string, reasons []string, userSpaceOK bool, err error)
+
+// runCommand is built when the app is (after every init has added its
+// device flags).
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "boot a Linux guest",
+		UsageText: "godvm run --kernel vmlinux [--initrd FILE] [--cmdline ARGS] [--cpus N] [--memory SIZE] [--timeout D] [devices...]",
+		Flags:     runFlags(),
+		Action:    runAction,
+		OnUsageError: func(c *cli.Context, err error, _ bool) error {
+			return usageError{err}
+		},
+	}
+}
+
+func runAction(c *cli.Context) error {
+	stderr := c.App.ErrWriter
+	if c.Args().Present() {
+		return fmt.Errorf("run: unexpected argument %q (kernel parameters go in --cmdline)", c.Args().First())
+	}
+	level := slog.LevelWarn
+	if c.Bool("verbose") {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg, err := configFromFlags(c, log)
+	if err != nil {
+		return err
+	}
+	if !c.Bool("no-host-defaults") && hostDefaults != nil {
+		params, reasons, userOK, err := hostDefaults(log)
+		if err != nil {
+			log.Warn("KVM probe failed; no host-compatibility parameters added", "err", err)
+		}
+		cfg.HostCmdline = params
+		for i, p := range params {
+			why := ""
+			if i < len(reasons) {
+				why = reasons[i]
+			}
+			log.Info("host default", "param", p, "why", why)
+		}
+		if !userOK && cfg.Initrd != "" {
+			fmt.Fprintln(stderr, "godvm: warning: this host's KVM cannot run guest user space (system calls fault); "+
+				"programs in the initrd will not run, only in-kernel code")
+		}
+	}
+	for _, setup := range deviceSetup {
+		if err := setup(c, &cfg); err != nil {
+			return err
+		}
+	}
+	m, err := vmm.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	log.Info("guest command line", "cmdline", m.Cmdline())
+	log.Info("kernel", "format", m.Kernel().Format.String(), "entry", fmt.Sprintf("%#x", m.Kernel().Entry))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, runErr := m.Run(ctx)
+	return report(stderr, res, runErr, c.Bool("verbose"))
+}
+
+// configFromFlags validates the flags into a vmm.Config.
+func configFromFlags(c *cli.Context, log *slog.Logger) (vmm.Config, error) {
+	cfg := vmm.Config{
+		Kernel:    c.String("kernel"),
+		Initrd:    c.String("initrd"),
+		Cmdline:   c.String("cmdline"),
+		CPUs:      c.Int("cpus"),
+		Timeout:   c.Duration("timeout"),
+		BootTrace: c.Bool("boot-trace"),
+		SystemMap: c.String("system-map"),
+		Console:   c.App.Writer,
+		Log:       log,
+		Start:     processStart,
+	}
+	if cfg.Kernel == "" {
+		return cfg, errors.New("run: --kernel is required")
+	}
+	if cfg.CPUs < 1 {
+		return cfg, fmt.Errorf("run: --cpus %d: must be at least 1", cfg.CPUs)
+	}
+	if cfg.Timeout < 0 {
+		return cfg, fmt.Errorf("run: --timeout %v: must not be negative", cfg.Timeout)
+	}
+	mem, err := vmm.ParseSize(c.String("memory"))
+	if err != nil {
+		return cfg, fmt.Errorf("run: --memory: %v", err)
+	}
+	cfg.Memory = mem
+	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		cfg.Stdin = os.Stdin // a terminal: forward keys to the serial console
+	} else if err == nil && (fi.Mode().IsRegular() || fi.Mode()&os.ModeNamedPipe != 0) {
+		cfg.Stdin = os.Stdin
+	}
+	return cfg, nil
+}
+
+// report prints the outcome and returns the exit status as a cli.ExitCoder.
+func report(w io.Writer, res vmm.Result, runErr error, verbose bool) error {
+	if res.Trace != nil {
+		res.Trace.Write(w)
+	}
+	status := res.ExitStatus()
+	if runErr != nil {
+		return cli.Exit("godvm: "+oneLine(runErr.Error()), vmm.ExitError)
+	}
+	msg := "godvm: " + oneLine(res.Summary())
+	if status == 0 && !verbose {
+		msg = ""
+	}
+	return cli.Exit(msg, status)
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }

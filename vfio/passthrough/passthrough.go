@@ -121,7 +121,7 @@ func New(p *platform.Platform, dev vfio.Device, name string) (*Device, error) {
 	}
 	d.vcs = pci.NewConfigSpace(p, name, pci.Header{
 		VendorID: le.Uint16(hdr[0:]), DeviceID: le.Uint16(hdr[2:]), Revision: hdr[8],
-		Class: uint32(hdr[0x0b])<<16 | uint32(hdr[0x0a])<<8 | uint32(hdr[9]),
+		Class:        uint32(hdr[0x0b])<<16 | uint32(hdr[0x0a])<<8 | uint32(hdr[9]),
 		SubsysVendor: le.Uint16(hdr[0x2c:]), SubsysID: le.Uint16(hdr[0x2e:]), InterruptPin: hdr[0x3d],
 	})
 	d.vcs.OnBARChange = d.barChanged

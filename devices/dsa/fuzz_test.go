@@ -164,7 +164,7 @@ func fuzzSeeds() [][]byte {
 	rcr := uint32(FlagCRAV | FlagRCR)
 	add(newDesc(OpNOOP, rcr, 0x100, 0, 0, 0))
 	add(newDesc(OpMemMove, rcr, 0x100, 0x1000, 0x9000, 0x2000))
-	add(newDesc(OpMemMove, rcr, 0x100, 0x7000, 0x7800, 0x2000)) // overlap across A/B
+	add(newDesc(OpMemMove, rcr, 0x100, 0x7000, 0x7800, 0x2000))  // overlap across A/B
 	add(newDesc(OpMemMove, rcr, 0x100, 0x1000, 0x20800, 0x2000)) // runs into the hole
 	add(newDesc(OpFill, rcr, 0x100, 0x1122334455667788, 0x20000, 0x1000))
 	add(newDesc(OpCompare, rcr|FlagCheckRes, 0x100, 0x1000, 0x9000, 0x100))

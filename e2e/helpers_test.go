@@ -1,0 +1,278 @@
+// Package e2e runs the godvm binary against the test kernel (images/) and
+// checks exit statuses and the in-kernel agent's KTAP output.
+//
+// Tests that boot a guest need /dev/kvm: they skip, saying so, when it is
+// absent, and fail when it is present but GODVM_TEST_KERNEL is not set or
+// missing. Bad-input tests need neither.
+//
+// Each area adds its own e2e/<area>_test.go using the helpers here:
+//
+//	out := bootAgent(t, agentRun{Scenarios: []string{"boot"}, CPUs: 2})
+//	out.wantStatus(t, 0)
+//	out.KTAP.wantOK(t, "boot")
+//	v, _ := out.KTAP.Diag("cpus_online")
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// kvmDevice is where KVM is expected.
+const kvmDevice = "/dev/kvm"
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+	buildDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// godvmBinary builds cmd/godvm once per test run and returns its path.
+func godvmBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "godvm-e2e-")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(buildDir, "godvm")
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Dir(filepath.Dir(file))
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/godvm")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/godvm: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// requireKVM skips the test when the host has no /dev/kvm.
+func requireKVM(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(kvmDevice); errors.Is(err, os.ErrNotExist) {
+		t.Skipf("%s absent on this host: skipping a test that boots a guest", kvmDevice)
+	}
+}
+
+// testKernel returns GODVM_TEST_KERNEL. With /dev/kvm present, a missing
+// kernel is a failure (the Makefile exports it); without /dev/kvm the test
+// is skipped first.
+func testKernel(t *testing.T) string {
+	t.Helper()
+	requireKVM(t)
+	k := os.Getenv("GODVM_TEST_KERNEL")
+	if k == "" {
+		t.Fatalf("%s is present but GODVM_TEST_KERNEL is not set: build the test kernel (images/build-kernel.sh --print-path) and export its path, or run through the Makefile", kvmDevice)
+	}
+	if _, err := os.Stat(k); err != nil {
+		t.Fatalf("GODVM_TEST_KERNEL: %v", err)
+	}
+	return k
+}
+
+// systemMap returns the System.map next to the test kernel, or "".
+func systemMap(kernel string) string {
+	p := filepath.Join(filepath.Dir(kernel), "System.map")
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	return ""
+}
+
+// Output is a finished godvm run.
+type Output struct {
+	Args    []string
+	Status  int
+	Stdout  string // the guest console
+	Stderr  string // godvm's own messages
+	Elapsed time.Duration
+	KTAP    KTAP
+}
+
+// runGodvm runs the godvm binary with args, killing it after limit.
+func runGodvm(t *testing.T, limit time.Duration, args ...string) Output {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, godvmBinary(t), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin = nil // /dev/null: no terminal handling
+	start := time.Now()
+	err := cmd.Run()
+	o := Output{Args: args, Stdout: stdout.String(), Stderr: stderr.String(), Elapsed: time.Since(start)}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		t.Fatalf("godvm %s: killed after %v\nconsole:\n%s\nstderr:\n%s", strings.Join(args, " "), limit, tail(o.Stdout, 40), o.Stderr)
+	case errors.As(err, &ee):
+		o.Status = ee.ExitCode()
+	default:
+		t.Fatalf("godvm: %v", err)
+	}
+	o.KTAP = ParseKTAP(o.Stdout)
+	return o
+}
+
+// wantStatus fails the test unless godvm exited with status, and shows the
+// console tail and stderr when it did not.
+func (o Output) wantStatus(t *testing.T, status int) {
+	t.Helper()
+	if o.Status != status {
+		t.Fatalf("godvm %s: exit status %d, want %d\nconsole (last lines):\n%s\nstderr:\n%s",
+			strings.Join(o.Args, " "), o.Status, status, tail(o.Stdout, 40), o.Stderr)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// agentRun describes a boot of the test kernel with the in-kernel agent.
+type agentRun struct {
+	Scenarios []string      // godvm_agent.run= (comma-joined)
+	CPUs      int           // default 1
+	Memory    string        // default godvm's
+	Cmdline   string        // extra guest parameters
+	Args      []string      // extra godvm flags (devices)
+	Timeout   time.Duration // godvm --timeout; default 240s
+}
+
+// bootAgent boots the test kernel with the agent running the scenarios.
+func bootAgent(t *testing.T, r agentRun) Output {
+	t.Helper()
+	kernel := testKernel(t)
+	if r.Timeout == 0 {
+		r.Timeout = 240 * time.Second
+	}
+	cmdline := "godvm_agent.run=" + strings.Join(r.Scenarios, ",")
+	if r.Cmdline != "" {
+		cmdline += " " + r.Cmdline
+	}
+	args := []string{"run", "--kernel", kernel, "--cmdline", cmdline, "--timeout", r.Timeout.String()}
+	if r.CPUs > 0 {
+		args = append(args, "--cpus", strconv.Itoa(r.CPUs))
+	}
+	if r.Memory != "" {
+		args = append(args, "--memory", r.Memory)
+	}
+	if sm := systemMap(kernel); sm != "" {
+		args = append(args, "--system-map", sm)
+	}
+	args = append(args, r.Args...)
+	// The process limit leaves godvm time to report its own timeout.
+	return runGodvm(t, r.Timeout+60*time.Second, args...)
+}
+
+// KTAPResult is one "ok"/"not ok" line.
+type KTAPResult struct {
+	OK        bool
+	Num       int
+	Name      string
+	Directive string // "SKIP ..." etc., without '#'
+}
+
+// KTAP is the agent's report parsed from the console.
+type KTAP struct {
+	Version     bool // "KTAP version 1" seen
+	Plan        int  // N of "1..N"; -1 when absent
+	Results     []KTAPResult
+	Diagnostics []string // "# ..." lines, without "# "
+}
+
+var (
+	// printk's "[   12.345678] " prefix, if the kernel has printk.time.
+	printkTime = regexp.MustCompile(`^\[\s*\d+\.\d+\]\s?`)
+	ktapResult = regexp.MustCompile(`^(not ok|ok) (\d+)(?: -)? ?([^#]*?)\s*(?:#\s*(.*))?$`)
+	ktapPlan   = regexp.MustCompile(`^1\.\.(\d+)$`)
+)
+
+// ParseKTAP extracts KTAP lines from console output (other kernel messages
+// are ignored).
+func ParseKTAP(console string) KTAP {
+	k := KTAP{Plan: -1}
+	for _, line := range strings.Split(console, "\n") {
+		line = strings.TrimRight(line, "\r")
+		line = printkTime.ReplaceAllString(line, "")
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "KTAP version 1":
+			k.Version = true
+		case ktapPlan.MatchString(line):
+			n, _ := strconv.Atoi(ktapPlan.FindStringSubmatch(line)[1])
+			k.Plan = n
+		case strings.HasPrefix(line, "# "):
+			k.Diagnostics = append(k.Diagnostics, strings.TrimPrefix(line, "# "))
+		case ktapResult.MatchString(line):
+			m := ktapResult.FindStringSubmatch(line)
+			n, _ := strconv.Atoi(m[2])
+			k.Results = append(k.Results, KTAPResult{OK: m[1] == "ok", Num: n, Name: m[3], Directive: m[4]})
+		}
+	}
+	return k
+}
+
+// Result returns the result line for a test name.
+func (k KTAP) Result(name string) (KTAPResult, bool) {
+	for _, r := range k.Results {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return KTAPResult{}, false
+}
+
+// Diag returns the value of a "# key=value" diagnostic.
+func (k KTAP) Diag(key string) (string, bool) {
+	for _, d := range k.Diagnostics {
+		if v, ok := strings.CutPrefix(d, key+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// wantOK fails unless the named test passed (not skipped).
+func (k KTAP) wantOK(t *testing.T, name string) {
+	t.Helper()
+	r, ok := k.Result(name)
+	switch {
+	case !ok:
+		t.Errorf("KTAP: no result for %q (results %+v)", name, k.Results)
+	case !r.OK:
+		t.Errorf("KTAP: %q failed; diagnostics %q", name, k.Diagnostics)
+	case strings.HasPrefix(r.Directive, "SKIP"):
+		t.Errorf("KTAP: %q skipped: %s", name, r.Directive)
+	}
+}

@@ -1,0 +1,298 @@
+package probe
+
+import (
+	"encoding/binary"
+
+	"godvm/kvm"
+	"godvm/vmm/x86"
+)
+
+// The test guests share one small memory image, identity-mapped by 2 MiB
+// pages over the first 4 GiB (so the unbacked MMIO address is mapped too):
+//
+//	0x01000 GDT      null, kernel code 0x08, kernel data 0x10, user code32 0x18,
+//	                 user data 0x20, user code64 0x28, TSS 0x30 (16 bytes)
+//	0x02000 IDT      32 interrupt gates -> the exception stubs
+//	0x03000 TSS      RSP0 = tssRSP0 (for exceptions raised at CPL3)
+//	0x04000 stubs    vector n: mov al, n; out 0xf1, al; hlt   (8 bytes each)
+//	0x05000 PML4, 0x06000 PDPT, 0x07000-0x0afff four page directories
+//	0x10000 test code (CPL0)
+//	0x11000 SYSCALL handler (LSTAR): mov al, 0x5a; out 0xf2, al; hlt
+//	0x12000 user code (CPL3): syscall; hlt
+//	0x20000 data (64-byte aligned, zeroed: XSAVE area, CMPXCHG16B operand,
+//	        MOVDIR64B source)
+//	0x40000 kernel stack top, 0x48000 TSS.RSP0, 0x50000 user stack top
+//
+// Guest-private I/O ports report back: 0xf0 "done", 0xf1 exception vector,
+// 0xf2 "SYSCALL reached CPL0", 0xf3 a 32-bit value.
+const (
+	memSize      = 0x400000
+	gdtAddr      = 0x1000
+	idtAddr      = 0x2000
+	tssAddr      = 0x3000
+	stubAddr     = 0x4000
+	stubSize     = 8
+	pml4Addr     = 0x5000
+	pdptAddr     = 0x6000
+	pdAddr       = 0x7000
+	codeAddr     = 0x10000
+	lstarAddr    = 0x11000
+	userCodeAddr = 0x12000
+	dataAddr     = 0x20000
+	kernelStack  = 0x40000
+	tssRSP0      = 0x48000
+	userStack    = 0x50000
+	mmioAddr     = 0xd000_0000 // no memory slot: accesses exit as MMIO
+
+	portDone      = 0xf0
+	portException = 0xf1
+	portSyscall   = 0xf2
+	portValue     = 0xf3
+
+	numVectors = 32
+)
+
+// Selectors.
+const (
+	selKernelCode = 0x08
+	selKernelData = 0x10
+	selUserCode32 = 0x18
+	selUserData   = 0x20
+	selUserCode64 = 0x28
+	selTSS        = 0x30
+)
+
+// Control-register, EFER and MSR bits beyond vmm/x86's.
+const (
+	cr0MP       = 1 << 1
+	cr4OSFXSR   = 1 << 9
+	cr4OSXMMEXC = 1 << 10
+	cr4OSXSAVE  = 1 << 18
+	cr4SMAP     = 1 << 21
+	eferSCE     = 1 << 0
+
+	ptePresent = 1 << 0
+	pteWrite   = 1 << 1
+	pteUser    = 1 << 2
+	pteHuge    = 1 << 7
+)
+
+// doneSeq ends a CPL0 test: mov al, 0; out 0xf0, al; hlt.
+var doneSeq = []byte{0xb0, 0x00, 0xe6, portDone, 0xf4}
+
+// gdt returns the probe GDT's descriptors (the TSS takes two slots).
+func gdt() []uint64 {
+	return []uint64{
+		0,
+		x86.GDTEntry(0xa09b, 0, 0xfffff),    // 0x08 kernel code, 64-bit
+		x86.GDTEntry(0xc093, 0, 0xfffff),    // 0x10 kernel data
+		x86.GDTEntry(0xc0fb, 0, 0xfffff),    // 0x18 user code, 32-bit (SYSRET layout)
+		x86.GDTEntry(0xc0f3, 0, 0xfffff),    // 0x20 user data
+		x86.GDTEntry(0xa0fb, 0, 0xfffff),    // 0x28 user code, 64-bit
+		x86.GDTEntry(0x008b, tssAddr, 0x67), // 0x30 64-bit TSS (busy)
+		0,                                   // TSS base 63:32
+	}
+}
+
+// idtGate encodes a 64-bit interrupt gate (present, DPL0) to handler.
+func idtGate(handler uint64) [16]byte {
+	var g [16]byte
+	binary.LittleEndian.PutUint16(g[0:], uint16(handler))
+	binary.LittleEndian.PutUint16(g[2:], selKernelCode)
+	g[4] = 0    // IST
+	g[5] = 0x8e // present, DPL0, 64-bit interrupt gate
+	binary.LittleEndian.PutUint16(g[6:], uint16(handler>>16))
+	binary.LittleEndian.PutUint32(g[8:], uint32(handler>>32))
+	return g
+}
+
+// stub is the exception handler for vector v.
+func stub(v byte) []byte {
+	return []byte{0xb0, v, 0xe6, portException, 0xf4, 0x90, 0x90, 0x90}
+}
+
+// writeImage lays out the shared part of a test guest in mem (zeroing it
+// first). user sets the U/S bit in every page-table level, for the SYSCALL
+// test; the CPL0 tests leave it clear so that SMAP never applies.
+func writeImage(mem []byte, user bool) {
+	clear(mem[:0x60000])
+	for i, e := range gdt() {
+		binary.LittleEndian.PutUint64(mem[gdtAddr+8*i:], e)
+	}
+	for v := 0; v < numVectors; v++ {
+		g := idtGate(uint64(stubAddr + v*stubSize))
+		copy(mem[idtAddr+16*v:], g[:])
+		copy(mem[stubAddr+v*stubSize:], stub(byte(v)))
+	}
+	binary.LittleEndian.PutUint64(mem[tssAddr+4:], tssRSP0) // RSP0
+	binary.LittleEndian.PutUint16(mem[tssAddr+102:], 104)   // no I/O bitmap
+	var u uint64
+	if user {
+		u = pteUser
+	}
+	binary.LittleEndian.PutUint64(mem[pml4Addr:], pdptAddr|ptePresent|pteWrite|u)
+	for i := 0; i < 4; i++ {
+		pd := uint64(pdAddr + i*0x1000)
+		binary.LittleEndian.PutUint64(mem[pdptAddr+8*i:], pd|ptePresent|pteWrite|u)
+		for j := 0; j < 512; j++ {
+			binary.LittleEndian.PutUint64(mem[pd+uint64(8*j):], uint64(i*512+j)<<21|ptePresent|pteWrite|pteHuge|u)
+		}
+	}
+	copy(mem[lstarAddr:], []byte{0xb0, 0x5a, 0xe6, portSyscall, 0xf4})
+	copy(mem[userCodeAddr:], []byte{0x0f, 0x05, 0xf4}) // syscall; hlt
+}
+
+func kvmSeg(e uint64, sel uint16) kvm.Segment {
+	s := x86.SegmentFromGDT(e, sel)
+	return kvm.Segment{Base: s.Base, Limit: s.Limit, Selector: s.Selector, Type: s.Type, Present: s.Present,
+		DPL: s.DPL, DB: s.DB, S: s.S, L: s.L, G: s.G, AVL: s.AVL, Unusable: s.Unusable}
+}
+
+// sregs returns long-mode segment and control registers; user selects the
+// CPL3 segments, cr4 adds CR4 bits (SMAP, OSXSAVE).
+func sregs(base kvm.Sregs, user bool, cr4 uint64) kvm.Sregs {
+	g := gdt()
+	s := base
+	code, data := kvmSeg(g[1], selKernelCode), kvmSeg(g[2], selKernelData)
+	if user {
+		code, data = kvmSeg(g[5], selUserCode64|3), kvmSeg(g[4], selUserData|3)
+	}
+	s.CS, s.DS, s.ES, s.FS, s.GS, s.SS = code, data, data, data, data, data
+	s.TR = kvmSeg(g[6], selTSS)
+	s.LDT = kvm.Segment{Type: 2, Present: 1, Unusable: 1}
+	s.GDT = kvm.DTable{Base: gdtAddr, Limit: uint16(8*len(g) - 1)}
+	s.IDT = kvm.DTable{Base: idtAddr, Limit: 16*numVectors - 1}
+	s.CR0 = x86.CR0PE | cr0MP | x86.CR0ET | x86.CR0NE | x86.CR0PG
+	s.CR3 = pml4Addr
+	s.CR4 = x86.CR4PAE | cr4OSFXSR | cr4OSXMMEXC | cr4
+	s.EFER = x86.EFERLME | x86.EFERLMA | eferSCE
+	return s
+}
+
+// insnTest is one CPL0 instruction test: code runs at codeAddr, followed by
+// doneSeq, with the registers set by regs.
+type insnTest struct {
+	name string
+	code []byte
+	regs func(r *kvm.Regs)
+	cr4  func(f features) uint64
+}
+
+// features are host CPUID bits that decide how a test guest is set up.
+type features struct {
+	smap, xsave, movdir64b bool
+}
+
+// insnTests are the instructions of interest, with the exact bytes used.
+var insnTests = []insnTest{
+	// cc: int3. Native: #BP in the guest (vector 3). kvm_pvm: emulation failure.
+	{name: INT3, code: []byte{0xcc}},
+	// 0f 01 ca: clac; needs CR4.SMAP (else #UD).
+	{name: CLAC, code: []byte{0x0f, 0x01, 0xca}, cr4: smapIf},
+	// 0f 01 cb: stac.
+	{name: STAC, code: []byte{0x0f, 0x01, 0xcb}, cr4: smapIf},
+	// f3 48 0f b8 c1: popcnt rax, rcx.
+	{name: POPCNT, code: []byte{0xf3, 0x48, 0x0f, 0xb8, 0xc1}, regs: func(r *kvm.Regs) { r.RCX = 0xf0f0 }},
+	// 48 0f ae 2f: xrstor64 [rdi]; edx:eax = 1 (x87), rdi = a zeroed,
+	// 64-byte aligned area (XSTATE_BV = 0: restore the init state);
+	// needs CR4.OSXSAVE.
+	{name: XRSTOR, code: []byte{0x48, 0x0f, 0xae, 0x2f}, regs: func(r *kvm.Regs) { r.RAX, r.RDX, r.RDI = 1, 0, dataAddr },
+		cr4: func(f features) uint64 {
+			if f.xsave {
+				return cr4OSXSAVE
+			}
+			return 0
+		}},
+	// 9b: fwait.
+	{name: FWAIT, code: []byte{0x9b}},
+	// 66 0f 38 f8 07: movdir64b rax, [rdi]; rax = an unbacked MMIO address.
+	{name: MOVDIR64B, code: []byte{0x66, 0x0f, 0x38, 0xf8, 0x07}, regs: func(r *kvm.Regs) { r.RAX, r.RDI = mmioAddr, dataAddr }},
+	// f3 0f 38 f8 07: enqcmds rax, [rdi].
+	{name: ENQCMDS, code: []byte{0xf3, 0x0f, 0x38, 0xf8, 0x07}, regs: func(r *kvm.Regs) { r.RAX, r.RDI = mmioAddr, dataAddr }},
+	// 0f c7 f0: rdrand eax.
+	{name: RDRAND, code: []byte{0x0f, 0xc7, 0xf0}},
+	// f0 48 0f c7 0f: lock cmpxchg16b [rdi]; rdi 16-byte aligned.
+	{name: CMPXCHG16B, code: []byte{0xf0, 0x48, 0x0f, 0xc7, 0x0f}, regs: func(r *kvm.Regs) { r.RDI = dataAddr }},
+}
+
+func smapIf(f features) uint64 {
+	if f.smap {
+		return cr4SMAP
+	}
+	return 0
+}
+
+// cpuidCode reads CPUID leaf 7 ECX and leaf 1 ECX and reports both on
+// port 0xf3:
+//
+//	b8 07 00 00 00  mov eax, 7
+//	31 c9           xor ecx, ecx
+//	0f a2           cpuid
+//	89 c8           mov eax, ecx
+//	e7 f3           out 0xf3, eax
+//	b8 01 00 00 00  mov eax, 1
+//	31 c9           xor ecx, ecx
+//	0f a2           cpuid
+//	89 c8           mov eax, ecx
+//	e7 f3           out 0xf3, eax
+//	(doneSeq)
+var cpuidCode = []byte{
+	0xb8, 0x07, 0x00, 0x00, 0x00, 0x31, 0xc9, 0x0f, 0xa2, 0x89, 0xc8, 0xe7, portValue,
+	0xb8, 0x01, 0x00, 0x00, 0x00, 0x31, 0xc9, 0x0f, 0xa2, 0x89, 0xc8, 0xe7, portValue,
+}
+
+// CPUID bits.
+const (
+	cpuid1ECXPOPCNT     = 1 << 23
+	cpuid1ECXXSAVE      = 1 << 26
+	cpuid7EBXSMAP       = 1 << 20
+	cpuid7ECXMOVDIR64B  = 1 << 28
+	msrSTAR             = 0xc0000081
+	msrLSTAR            = 0xc0000082
+	msrSFMASK           = 0xc0000084
+	sfmaskIF            = 1 << 9
+	starKernelUserShift = 32
+)
+
+// syscallMSRs point SYSCALL at the handler: STAR[47:32] = kernel CS
+// (SS = +8), STAR[63:48] = user base (SYSRET CS = +16, SS = +8).
+func syscallMSRs() []kvm.MSREntry {
+	star := uint64(selUserCode32|3)<<48 | uint64(selKernelCode)<<starKernelUserShift
+	return []kvm.MSREntry{{Index: msrSTAR, Data: star}, {Index: msrLSTAR, Data: lstarAddr}, {Index: msrSFMASK, Data: sfmaskIF}}
+}
+
+// editCPUID returns a copy of the supported table with MOVDIR64B added and
+// POPCNT and XSAVE removed (the CPUID test's request).
+func editCPUID(sup []kvm.CPUIDEntry2) []kvm.CPUIDEntry2 {
+	out := append([]kvm.CPUIDEntry2(nil), sup...)
+	has7 := false
+	for i := range out {
+		e := &out[i]
+		switch {
+		case e.Function == 1:
+			e.ECX &^= cpuid1ECXPOPCNT | cpuid1ECXXSAVE
+		case e.Function == 7 && e.Index == 0:
+			e.ECX |= cpuid7ECXMOVDIR64B
+			has7 = true
+		}
+	}
+	if !has7 {
+		out = append(out, kvm.CPUIDEntry2{Function: 7, Flags: kvm.CPUIDFlagSignificantIndex, ECX: cpuid7ECXMOVDIR64B})
+	}
+	return out
+}
+
+// hostFeatures reads the bits that shape the tests from the supported table.
+func hostFeatures(sup []kvm.CPUIDEntry2) features {
+	var f features
+	for _, e := range sup {
+		switch {
+		case e.Function == 1:
+			f.xsave = e.ECX&cpuid1ECXXSAVE != 0
+		case e.Function == 7 && e.Index == 0:
+			f.smap = e.EBX&cpuid7EBXSMAP != 0
+			f.movdir64b = e.ECX&cpuid7ECXMOVDIR64B != 0
+		}
+	}
+	return f
+}

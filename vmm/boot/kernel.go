@@ -250,8 +250,14 @@ func parseBzImage(data []byte) (*Kernel, error) {
 	if h.PrefAddress >= layout.HighMemStart && h.PrefAddress < layout.LowRAMEnd {
 		load = h.PrefAddress
 	}
+	// The decompressor runs in place and then moves the kernel to the
+	// next kernel_alignment boundary; init_size bytes from there must be RAM.
 	size := max(uint64(len(payload)), uint64(h.InitSize))
-	if load+size > layout.LowRAMEnd {
+	end := load + size
+	if a := uint64(h.KernelAlignment); h.InitSize != 0 && h.RelocatableKernel != 0 && a != 0 && a&(a-1) == 0 && a <= layout.GiB {
+		end = max(end, (load+a-1)&^(a-1)+uint64(h.InitSize))
+	}
+	if end > layout.LowRAMEnd {
 		return nil, fmt.Errorf("bzImage needs %#x bytes at %#x, beyond RAM below 4 GiB", size, load)
 	}
 	cmax := layout.CmdlineMax - 1
@@ -267,7 +273,7 @@ func parseBzImage(data []byte) (*Kernel, error) {
 		Entry:         load + Entry64Offset,
 		Segments:      []Segment{{Addr: load, Data: payload, MemSize: uint64(len(payload))}},
 		Start:         load,
-		End:           load + size,
+		End:           end,
 		Hdr:           &h,
 		CmdlineMax:    cmax,
 		InitrdAddrMax: initrdMax,

@@ -184,7 +184,13 @@ func TestParseBzImage(t *testing.T) {
 	// No pref_address: loads at 1 MiB.
 	k2, err := Parse(makeBzImage(0x020f, XLFKernel64, 0, 0, payload))
 	if err != nil || k2.Start != layout.HighMemStart || k2.Entry != layout.HighMemStart+0x200 || k2.End != layout.HighMemStart+3000 {
-		t.Fatalf("%+v %v", k2, err)
+		t.Fatalf("start %#x entry %#x end %#x: %v", k2.Start, k2.Entry, k2.End, err)
+	}
+	// Loaded at 1 MiB, a relocatable kernel moves itself to the next 2 MiB
+	// boundary: init_size counts from there.
+	k3, err := Parse(makeBzImage(0x020f, XLFKernel64, 0, 0x400000, payload))
+	if err != nil || k3.End != 0x200000+0x400000 {
+		t.Fatalf("aligned end %#x: %v", k3.End, err)
 	}
 	// setup_sects == 0 means 4.
 	img0 := append([]byte(nil), img...)

@@ -1,0 +1,119 @@
+package virtio
+
+import (
+	"bytes"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestRNG(t *testing.T) {
+	m := newMachine(t)
+	if err := AddRNG(m.p, m.root); err != nil {
+		t.Fatal(err)
+	}
+	d := m.probe(1)
+	if m.cfgRead(1, 2, 2) != 0x1044 || m.cfgRead(1, 0x2e, 2) != 0x44 {
+		t.Fatalf("device id %#x", m.cfgRead(1, 2, 2))
+	}
+	if st := d.init(FVersion1); st&StatusDriverOK == 0 {
+		t.Fatalf("status %#x", st)
+	}
+	q := d.q[0]
+	a := d.alloc(256)
+	m.mem.Fill(a, 256, 0)
+	head := d.submit(q, []seg{{a, 128, true}, {a + 128, 128, true}})
+	d.kick(q)
+	u := d.waitUsed(q, 1)
+	if u[0] != [2]uint32{uint32(head), 256} {
+		t.Fatalf("used %v", u)
+	}
+	b := make([]byte, 256)
+	m.mem.ReadAt(b, a)
+	if bytes.Count(b, []byte{0}) > 32 {
+		t.Fatalf("not random: %x", b)
+	}
+	// A read-only buffer only: nothing written, still completed.
+	d.submit(q, []seg{{a, 16, false}})
+	d.kick(q)
+	if u := d.waitUsed(q, 1); u[0][1] != 0 {
+		t.Fatalf("used len %d", u[0][1])
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestConsole(t *testing.T) {
+	m := newMachine(t)
+	out := &syncBuf{}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	if err := AddConsole(m.p, m.root, ConsoleOptions{Output: out, Input: pr}); err != nil {
+		t.Fatal(err)
+	}
+	d := m.probe(1)
+	if st := d.init(FVersion1 | ConsoleFEmergWrite); st&StatusDriverOK == 0 {
+		t.Fatalf("status %#x", st)
+	}
+	if m.rd(d.devcfg+4, 4) != 1 {
+		t.Fatal("max_nr_ports")
+	}
+	// Guest output.
+	tx := d.q[consoleTx]
+	a := d.alloc(64)
+	m.mem.WriteAt([]byte("hello from hvc0\n"), a)
+	d.submit(tx, []seg{{a, 16, false}})
+	d.kick(tx)
+	d.waitUsed(tx, 1)
+	// Emergency write.
+	m.wr(d.devcfg+8, 4, '!')
+	if got := out.String(); got != "hello from hvc0\n!" {
+		t.Fatalf("output %q", got)
+	}
+	// Host input into a receive buffer.
+	rx := d.q[consoleRx]
+	in := d.alloc(64)
+	d.submit(rx, []seg{{in, 64, true}})
+	d.kick(rx)
+	pw.Write([]byte("ls\n"))
+	u := d.waitUsed(rx, 1)
+	b := make([]byte, 3)
+	m.mem.ReadAt(b, in)
+	if u[0][1] != 3 || string(b) != "ls\n" {
+		t.Fatalf("input %q (%d)", b, u[0][1])
+	}
+	// Input with no receive buffer waits for one.
+	pw.Write([]byte("x"))
+	time.Sleep(20 * time.Millisecond)
+	d.submit(rx, []seg{{in, 64, true}})
+	d.kick(rx)
+	if u := d.waitUsed(rx, 1); u[0][1] != 1 {
+		t.Fatalf("late input %v", u)
+	}
+	if _, _, err := ParseConsoleFlag(""); err == nil {
+		t.Fatal("empty --virtio-console accepted")
+	}
+	if _, _, err := ParseConsoleFlag("/nonexistent/dir/out"); err == nil {
+		t.Fatal("bad path accepted")
+	}
+}

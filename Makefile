@@ -1,0 +1,100 @@
+# godvm: build, test kernel, tests.
+#
+#   make deps     install the Debian packages the builds need (as root)
+#   make kernel   build (or find in ~/.cache/godvm) the guest test kernel
+#   make initrd   build (or find) the busybox test initrd
+#   make build    go build -o bin/godvm ./cmd/godvm
+#   make run      boot the test kernel with the agent's boot and dsa scenarios
+#                 (VFIO_USER=1: the DSA served by `godvm dsa-server` over vfio-user)
+#   make test     gofmt check, go vet, go test with GODVM_TEST_KERNEL/INITRD
+#   make fuzz     run every fuzz target for FUZZTIME (default 30s)
+#
+# Works as root on a fresh Debian 12 with Go in /usr/local/go.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+# Go from /usr/local/go when it is not on PATH.
+ifeq ($(shell command -v go 2>/dev/null),)
+export PATH := /usr/local/go/bin:$(PATH)
+endif
+GO ?= go
+
+DEB_PACKAGES := linux-source-6.12 flex bison bc libelf-dev libssl-dev cpio \
+	busybox-static qemu-system-x86 build-essential lz4 xz-utils patch perl \
+	kmod file accel-config
+
+GODVM := bin/godvm
+# The kernel and initrd paths come from the build scripts (cached by input hash).
+KERNEL_PATH = $(shell images/build-kernel.sh --print-path)
+INITRD_PATH = $(shell images/build-initrd.sh --print-path)
+KERNEL ?= $(KERNEL_PATH)
+CMDLINE ?= godvm_agent.run=boot,dsa
+RUN_ARGS ?= --dsa
+VFIO_USER ?=
+DSA_SOCKET ?= /tmp/godvm-dsa.sock
+DSA_SERVER_ARGS ?= --socket $(DSA_SOCKET)
+GO_TEST_FLAGS ?=
+FUZZTIME ?= 30s
+
+.PHONY: deps kernel initrd build run test vet fmt-check fuzz clean
+
+# apt-get runs only when a package is missing, so `make test` stays quick.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing" $$missing; \
+		if [ "$$(id -u)" -ne 0 ]; then echo "make deps: run as root to install:" $$missing; exit 1; fi; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@command -v $(GO) >/dev/null || { echo "make deps: Go not found (expected /usr/local/go/bin/go)"; exit 1; }
+	@$(GO) version
+
+kernel:
+	images/build-kernel.sh
+
+initrd:
+	images/build-initrd.sh
+
+build:
+	mkdir -p bin
+	$(GO) build -o $(GODVM) ./cmd/godvm
+
+run: deps kernel build
+ifeq ($(VFIO_USER),1)
+	rm -f $(DSA_SOCKET)
+	$(GODVM) dsa-server $(DSA_SERVER_ARGS) & \
+	server=$$!; trap 'kill $$server 2>/dev/null' EXIT; \
+	for i in $$(seq 50); do [ -S $(DSA_SOCKET) ] && break; sleep 0.1; done; \
+	$(GODVM) run --kernel "$(KERNEL)" --cmdline "$(CMDLINE)" --vfio-user $(DSA_SOCKET) $(filter-out --dsa,$(RUN_ARGS))
+else
+	$(GODVM) run --kernel "$(KERNEL)" --cmdline "$(CMDLINE)" $(RUN_ARGS)
+endif
+
+fmt-check:
+	@out=$$(gofmt -l .); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+test: deps kernel initrd build fmt-check vet
+	GODVM_TEST_KERNEL="$(KERNEL_PATH)" GODVM_TEST_INITRD="$(INITRD_PATH)" \
+		$(GO) test $(GO_TEST_FLAGS) ./...
+
+# Every `func FuzzXxx` in a _test.go file, run one at a time for FUZZTIME.
+fuzz:
+	@for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+		pkg=./$$(dirname $${f#./}); \
+		for t in $$(grep -oE '^func Fuzz[A-Za-z0-9_]+' $$f | cut -d' ' -f2); do \
+			echo "== $$pkg $$t"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+clean:
+	rm -rf bin

@@ -132,7 +132,7 @@ func disasm(b []byte, mode int, rip uint64) (string, x86asm.Op) {
 		if err != nil {
 			return "0f 38 f8 form not decodable: " + err.Error(), 0
 		}
-		return w.text, 0
+		return w.text(), 0
 	}
 	inst, err := x86asm.Decode(b, mode)
 	if err != nil {

@@ -27,10 +27,10 @@ import (
 type wideInsn struct {
 	kind     bus.WideKind
 	length   int
-	dst      int        // encoding number of the destination-address register
-	src      x86asm.Mem // the 64-byte source
-	addrSize int        // 16, 32 or 64
-	text     string     // Intel-syntax disassembly
+	dst      int         // encoding number of the destination-address register
+	src      x86asm.Mem  // the 64-byte source
+	addrSize int         // 16, 32 or 64
+	twin     x86asm.Inst // the LEA decoded in its place (for text)
 }
 
 // IA32_PASID (ENQCMD's PASID source) and its valid bit.
@@ -113,28 +113,39 @@ func decodeWide(b []byte, mode int) (w wideInsn, matched bool, err error) {
 		return w, true, errors.New("longer than 15 bytes (#GP)")
 	}
 	w.dst, w.src, w.addrSize = idx, mem, inst.AddrSize
-	// Disassembly: the destination register at address size, the source as
-	// x86asm prints LEA's memory operand.
-	dreg := x86asm.RAX + x86asm.Reg(idx)
+	w.twin = inst
+	return w, true, nil
+}
+
+// text is the Intel-syntax disassembly: the destination register at
+// address size, the source as x86asm prints LEA's memory operand. Built only
+// for reports.
+func (w *wideInsn) text() string {
+	dreg := x86asm.RAX + x86asm.Reg(w.dst)
 	switch w.addrSize {
 	case 32:
-		dreg = x86asm.EAX + x86asm.Reg(idx)
+		dreg = x86asm.EAX + x86asm.Reg(w.dst)
 	case 16:
-		dreg = x86asm.AX + x86asm.Reg(idx)
+		dreg = x86asm.AX + x86asm.Reg(w.dst)
 	}
-	memText := x86asm.IntelSyntax(inst, 0, nil)
+	memText := x86asm.IntelSyntax(w.twin, 0, nil)
 	if j := strings.Index(memText, ", "); j >= 0 {
 		memText = memText[j+2:]
 	}
 	memText = strings.Replace(memText, "ptr ", "zmmword ptr ", 1)
-	w.text = fmt.Sprintf("%s %s, %s", strings.ToLower(w.kind.String()), strings.ToLower(dreg.String()), memText)
-	return w, true, nil
+	return fmt.Sprintf("%s %s, %s", strings.ToLower(w.kind.String()), strings.ToLower(dreg.String()), memText)
 }
 
 // wide emulates MOVDIR64B/ENQCMD/ENQCMDS: 64 bytes from the source memory
 // operand go to the device at ES:[dst] with bus.Write64B.
 func (e *Emulator) wide(st *state, w wideInsn) (Kind, error) {
-	kind := map[bus.WideKind]Kind{bus.MOVDIR64B: KindMOVDIR64B, bus.ENQCMD: KindENQCMD, bus.ENQCMDS: KindENQCMDS}[w.kind]
+	kind := KindMOVDIR64B
+	switch w.kind {
+	case bus.ENQCMD:
+		kind = KindENQCMD
+	case bus.ENQCMDS:
+		kind = KindENQCMDS
+	}
 	if w.kind == bus.ENQCMDS && st.cpl() != 0 {
 		return st.gpFault()
 	}

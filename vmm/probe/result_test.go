@@ -158,3 +158,31 @@ func TestCPUIDHonoured(t *testing.T) {
 		t.Error("error")
 	}
 }
+
+func TestWriteText(t *testing.T) {
+	var b strings.Builder
+	r := pvmHost()
+	r.APIVersion = 12
+	r.Capabilities = map[string]int{"IRQ_ROUTING": 4096, "IRQCHIP": 1}
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"KVM API version 12", "capabilities: IRQCHIP=1 IRQ_ROUTING=4096",
+		"  XRSTOR", "emulation-failure",
+		"KVM_SET_CPUID2: honoured=false",
+		"guest user space: works=false (SYSCALL from CPL3 ended in #PF",
+		"guest kernel parameters godvm adds: noxsave clearcpuid=smap,popcnt,cx16 setcpuid=movdir64b",
+		"warning: guest user space cannot make system calls",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	b.Reset()
+	(&Result{UserSpaceWorks: true, CPUID: CPUIDResult{Error: "x"}}).WriteText(&b)
+	if !strings.Contains(b.String(), "adds: none") || !strings.Contains(b.String(), "test failed: x") {
+		t.Errorf("%s", b.String())
+	}
+}

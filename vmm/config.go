@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"godvm/devices/platform"
 	"godvm/vmm/layout"
 )
 
@@ -22,10 +21,11 @@ import (
 const BaseCmdline = "console=ttyS0"
 
 // DeviceFunc attaches a device to the machine under construction. It runs
-// after guest memory, the buses and the interrupt controller exist and
-// before ACPI tables are written. bus is the PCI root's (as `any` so that
-// this package does not depend on devices/pci; see pci.go).
-type DeviceFunc func(m *Machine, p *platform.Platform) error
+// after guest memory, the buses, the interrupt controller and the PCI root
+// exist (m.Platform(), m.PCI(), m.VM()) and before the ACPI tables are
+// written, so that the tables describe what was added. Resources the device
+// holds are released with m.AddCloser.
+type DeviceFunc func(m *Machine) error
 
 // Config describes a machine.
 type Config struct {
@@ -48,6 +48,9 @@ type Config struct {
 	Log         *slog.Logger  // default slog.Default()
 	// Devices run in order while the machine is built (see DeviceFunc).
 	Devices []DeviceFunc
+	// NoACPI leaves out the ACPI tables: the guest finds its CPUs and
+	// interrupt routing in the MP table only.
+	NoACPI bool
 	// Start is when godvm started (boot-timer reference); default: New's
 	// start.
 	Start time.Time

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"godvm/devices/bus"
+	"godvm/devices/pci"
 	"godvm/devices/platform"
 	"godvm/guestmem"
 	"godvm/kvm"
@@ -50,6 +51,7 @@ type Machine struct {
 	plat *platform.Platform
 	emu  *emulate.Emulator
 
+	pci       *pci.Root
 	serial    *legacy.Serial
 	bootTimer *legacy.BootTimer
 	vcpus     []*vcpu
@@ -198,8 +200,16 @@ func (m *Machine) build() error {
 	if err := m.addLegacy(); err != nil {
 		return err
 	}
+	if err := m.addPCIRoot(); err != nil {
+		return err
+	}
 	for _, d := range c.Devices {
-		if err := d(m, plat); err != nil {
+		if err := d(m); err != nil {
+			return err
+		}
+	}
+	if !c.NoACPI {
+		if err := m.writeACPI(); err != nil {
 			return err
 		}
 	}
@@ -233,17 +243,17 @@ func (m *Machine) addLegacy() error {
 		{layout.PortPVPanic, 1, "pvpanic", legacy.PVPanic{S: stop}},
 		{layout.PortPM1aEvent, 4, "pm1a-evt", &legacy.PM1aEvent{}},
 		{layout.PortPM1aCtrl, 2, "pm1a-cnt", &legacy.PM1aControl{S: stop}},
-		{layout.PortPMTimer, 4, "pm-timer", legacy.NewPMTimer()},
-		{layout.PortResetCF9, 1, "reset", &legacy.ResetControl{S: stop}},
+		// 0xcf9 (reset control) belongs to the PCI root's 0xcf8-0xcff
+		// range; addPCIRoot wires its reset to the lifecycle.
 	}
 	for _, d := range devs {
 		if err := m.pio.Register(d.base, d.size, d.name, d.dev); err != nil {
 			return err
 		}
 	}
-	// The debug-exit port is written with a 32-bit outl: widen its range
-	// without overlapping the boot timer by accepting 4-byte accesses at
-	// 0xf4 in the exit dispatch (see pioWrite).
+	// The debug-exit port is written with a 32-bit outl, which would
+	// overlap the boot timer at 0xf5: the exit dispatch routes wide
+	// accesses by their first port (see pioAccess).
 	return nil
 }
 
@@ -304,6 +314,9 @@ func (m *Machine) loadInitrd() error {
 	}
 	return nil
 }
+
+// PCI is the PCI root complex (bus 0) devices are added to.
+func (m *Machine) PCI() *pci.Root { return m.pci }
 
 // Memory is the guest's RAM.
 func (m *Machine) Memory() *guestmem.Memory { return m.mem }

@@ -164,17 +164,27 @@ func (i *irqRec) SetIRQLine(gsi uint32, level bool) error {
 	return nil
 }
 
+// newTestMachine wires the legacy devices and the PCI root on fresh buses,
+// without KVM.
+func newTestMachine(t *testing.T, console *bytes.Buffer, irq platform.Interrupts) *Machine {
+	t.Helper()
+	m := &Machine{cfg: Config{Console: console}, stopCh: make(chan struct{}), pio: &bus.Bus{}, mmio: &bus.Bus{}}
+	m.cfg.normalize()
+	m.plat = &platform.Platform{PIO: m.pio, MMIO: m.mmio, IRQ: irq}
+	if err := m.addLegacy(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.addPCIRoot(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // The legacy ports are wired to the lifecycle: the first stop request wins.
 func TestLegacyPortsStopMachine(t *testing.T) {
 	var out bytes.Buffer
 	irq := &irqRec{}
-	m := &Machine{cfg: Config{Console: &out}, stopCh: make(chan struct{}), pio: &bus.Bus{}}
-	m.cfg.normalize()
-	m.cfg.Console = &out
-	m.plat = &platform.Platform{IRQ: irq}
-	if err := m.addLegacy(); err != nil {
-		t.Fatal(err)
-	}
+	m := newTestMachine(t, &out, irq)
 	// Console output through the UART, IRQ 4 when THRI is enabled.
 	m.pioAccess(layout.PortCOM1+4, []byte{0x08}, true) // OUT2
 	m.pioAccess(layout.PortCOM1+1, []byte{0x02}, true) // IER.THRI
@@ -215,12 +225,7 @@ func TestPanicAndPowerOff(t *testing.T) {
 		{layout.PortResetCF9, []byte{6}, ReasonReset},
 		{layout.PortI8042 + 4, []byte{0xfe}, ReasonReset},
 	} {
-		m := &Machine{stopCh: make(chan struct{}), pio: &bus.Bus{}}
-		m.cfg.normalize()
-		m.plat = &platform.Platform{IRQ: &irqRec{}}
-		if err := m.addLegacy(); err != nil {
-			t.Fatal(err)
-		}
+		m := newTestMachine(t, &bytes.Buffer{}, &irqRec{})
 		m.pioAccess(c.port, c.data, true)
 		if m.result.Reason != c.want {
 			t.Errorf("port %#x: %v, want %v", c.port, m.result.Reason, c.want)
@@ -235,6 +240,46 @@ func TestTraceWrite(t *testing.T) {
 	for _, want := range []string{"never wrote the boot timer", "KVM_EXIT_IO=10 KVM_EXIT_MMIO=3", "25.0%", "in 0x61=2", "int3=1"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("trace lacks %q:\n%s", want, s)
+		}
+	}
+}
+
+// The PCI root answers config cycles: the host bridge at 00:00.0.
+func TestPCIRootWired(t *testing.T) {
+	m := newTestMachine(t, &bytes.Buffer{}, &irqRec{})
+	m.pioAccess(0xcf8, []byte{0, 0, 0, 0x80}, true) // bus 0 dev 0 fn 0 reg 0
+	id := make([]byte, 4)
+	if !m.pioAccess(0xcfc, id, false) {
+		t.Fatal("0xcfc not answered")
+	}
+	if id[0] != 0x36 || id[1] != 0x1b {
+		t.Errorf("host bridge vendor % x", id)
+	}
+	// ECAM reaches the same register.
+	if !m.mmio.Read(layout.ECAMStart, id) || id[0] != 0x36 {
+		t.Errorf("ECAM read % x", id)
+	}
+}
+
+func TestACPITables(t *testing.T) {
+	for _, cpus := range []int{1, 2, 64} {
+		tables, rsdp, err := buildACPI(cpus)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rsdp < layout.ACPIStart || rsdp >= layout.ACPIStart+layout.ACPISize || rsdp%16 != 0 {
+			t.Errorf("RSDP at %#x", rsdp)
+		}
+		off := rsdp - layout.ACPIStart
+		if string(tables[off:off+8]) != "RSD PTR " {
+			t.Errorf("no RSDP signature at %#x", rsdp)
+		}
+		var sum byte
+		for _, b := range tables[off : off+20] {
+			sum += b
+		}
+		if sum != 0 {
+			t.Error("RSDP checksum")
 		}
 	}
 }

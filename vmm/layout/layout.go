@@ -97,7 +97,6 @@ const (
 	PortPVPanic   = 0x505
 	PortPM1aEvent = 0x600 // 4 bytes
 	PortPM1aCtrl  = 0x604 // 2 bytes
-	PortPMTimer   = 0x608 // 4 bytes, ACPI PM timer (FADT PM_TMR_BLK)
 	PortResetCF9  = 0xcf9
 	PortPCIConfig = 0xcf8 // 0xcf8 address, 0xcfc-0xcff data
 	IOAPICPins    = 24    // GSIs 0-23 are IOAPIC pins

@@ -12,7 +12,7 @@ type StopReason int
 
 const (
 	StopPowerOff  StopReason = iota + 1 // ACPI S5
-	StopReset                           // 0xcf9, keyboard controller, triple fault
+	StopReset                           // keyboard controller (0xcf9 is the PCI root's)
 	StopPanic                           // pvpanic
 	StopDebugExit                       // debug-exit port (Code is the value)
 )
@@ -189,35 +189,6 @@ func (p *PM1aControl) Write(off uint64, data []byte) {
 	}
 }
 
-// ResetControl is the PCI reset control register (0xcf9): a write with the
-// reset bit (2) set resets the machine (the FADT's reset value is 6).
-type ResetControl struct {
-	S   Stopper
-	mu  sync.Mutex
-	val uint8
-}
-
-func (r *ResetControl) Read(off uint64, data []byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	fill(data, 0)
-	if len(data) > 0 {
-		data[0] = r.val
-	}
-}
-
-func (r *ResetControl) Write(off uint64, data []byte) {
-	if len(data) == 0 {
-		return
-	}
-	r.mu.Lock()
-	r.val = data[0] & 0x0e
-	r.mu.Unlock()
-	if data[0]&0x04 != 0 {
-		r.S.Stop(StopReset, 0)
-	}
-}
-
 // I8042 is the keyboard controller's command/status port (0x64), only as
 // far as reset goes: writing 0xfe resets the machine. Status reads 0 (no
 // data, input buffer empty); there is no keyboard.
@@ -237,26 +208,3 @@ type Sink struct{ V byte }
 
 func (s Sink) Read(off uint64, data []byte)  { fill(data, s.V) }
 func (s Sink) Write(off uint64, data []byte) {}
-
-// PMTimer is the ACPI power-management timer: a 24-bit counter at
-// 3.579545 MHz (FADT PM_TMR_BLK).
-type PMTimer struct{ start time.Time }
-
-// NewPMTimer starts the timer now.
-func NewPMTimer() *PMTimer { return &PMTimer{start: time.Now()} }
-
-// PMTimerHz is the ACPI PM timer frequency.
-const PMTimerHz = 3579545
-
-func (p *PMTimer) Read(off uint64, data []byte) {
-	ns := uint64(time.Since(p.start).Nanoseconds())
-	// ns * Hz / 1e9 without overflow for centuries of uptime
-	ticks := (ns/1e9)*PMTimerHz + (ns%1e9)*PMTimerHz/1e9
-	var b [4]byte
-	binary.LittleEndian.PutUint32(b[:], uint32(ticks)&0xffffff)
-	fill(data, 0)
-	if off < 4 {
-		copy(data, b[off:])
-	}
-}
-func (p *PMTimer) Write(off uint64, data []byte) {}

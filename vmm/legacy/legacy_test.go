@@ -201,12 +201,9 @@ func TestControlPorts(t *testing.T) {
 		}
 	}
 	pc.Write(0, []byte{0, 1<<2 | 1<<5}) // S1 request: ignored
-	rc := &ResetControl{S: s}
-	rc.Write(0, []byte{2})
-	rc.Write(0, []byte{6})
 	I8042{s}.Write(0, []byte{0xd1})
 	I8042{s}.Write(0, []byte{0xfe})
-	want := []StopReason{StopDebugExit, StopDebugExit, StopPanic, StopPowerOff, StopReset, StopReset}
+	want := []StopReason{StopDebugExit, StopDebugExit, StopPanic, StopPowerOff, StopReset}
 	if len(s.r) != len(want) {
 		t.Fatalf("stops %v", s.r)
 	}
@@ -239,15 +236,5 @@ func TestBootTimer(t *testing.T) {
 	d2, _ := bt.Elapsed()
 	if !ok || d1 < time.Second || d1 != d2 {
 		t.Errorf("boot timer %v %v %v", d1, d2, ok)
-	}
-}
-
-func TestPMTimer(t *testing.T) {
-	p := &PMTimer{start: time.Now().Add(-time.Second)}
-	b := make([]byte, 4)
-	p.Read(0, b)
-	v := uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16
-	if v < PMTimerHz || b[3] != 0 {
-		t.Errorf("PM timer after 1 s: %d", v)
 	}
 }

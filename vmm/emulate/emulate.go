@@ -28,6 +28,7 @@
 package emulate
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -162,10 +163,12 @@ func (e *Emulator) emulate(cpu VCPU, hint []byte) (Kind, error) {
 	st := &state{cpu: cpu, regs: regs, sregs: sregs, mode: cpuMode(&sregs)}
 	linear := st.linearRIP()
 	b, ferr := e.fetch(cpu, linear)
-	if len(b) == 0 {
-		if len(hint) == 0 {
-			return KindNone, &FetchError{RIP: regs.RIP, Linear: linear, Err: ferr}
-		}
+	switch {
+	case len(b) == 0 && len(hint) == 0:
+		return KindNone, &FetchError{RIP: regs.RIP, Linear: linear, Err: ferr}
+	case len(hint) > len(b) && bytes.HasPrefix(hint, b):
+		// The fetch stopped early (an unmapped next page, the end of RAM)
+		// and KVM saw more of the same instruction.
 		b = append([]byte(nil), hint...)
 	}
 	st.bytes = b

@@ -313,6 +313,26 @@ func TestFetchFailureUsesKVMBytes(t *testing.T) {
 	wantRIP(t, c, 0x5001)
 }
 
+func TestPartialFetchCompletedByKVMBytes(t *testing.T) {
+	// popcnt rax, rcx at the end of RAM: only 2 bytes are readable, KVM
+	// reported all 5.
+	r := newRig(t)
+	c := &fakeCPU{sregs: longMode()}
+	c.regs.RIP = ramSize - 2
+	c.regs.RCX = 1
+	copy(r.ram[ramSize-2:], []byte{0xf3, 0x48})
+	k, err := r.emu.Emulate(c, []byte{0xf3, 0x48, 0x0f, 0xb8, 0xc1})
+	wantOK(t, k, err, KindPOPCNT)
+	if c.regs.RAX != 1 {
+		t.Errorf("rax %d", c.regs.RAX)
+	}
+	// KVM bytes that disagree with guest memory are not used.
+	c.regs.RIP = ramSize - 2
+	if _, err := r.emu.Emulate(c, []byte{0x9b}); err == nil {
+		t.Error("mismatching KVM bytes used")
+	}
+}
+
 func TestRegsErrorIsReported(t *testing.T) {
 	r := newRig(t)
 	c := &fakeCPU{failRegs: true}

@@ -1,0 +1,187 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const vfioUserDSA = "wqs=8,wq-size=128,groups=4,engines=4,version=1.0"
+
+// dsaServer starts `godvm dsa-server` in its own process and waits for its
+// socket. The process is killed at the end of the test.
+func dsaServer(t *testing.T, portal string) (sock string, proc *exec.Cmd, logs *syncBuffer) {
+	t.Helper()
+	sock = filepath.Join(t.TempDir(), "dsa.sock")
+	logs = &syncBuffer{}
+	proc = exec.Command(godvmBinary(t), "dsa-server", "--socket", sock, "--dsa", vfioUserDSA, "--portal", portal)
+	proc.Stdout, proc.Stderr = logs, logs
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		proc.Process.Kill()
+		proc.Wait()
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			return sock, proc, logs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dsa-server did not create %s:\n%s", sock, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestVfioUserDSA runs the agent's dsa scenario (idxd probe, accel-config
+// style configuration, dmatest, ...) against the software DSA served by a
+// separate `godvm dsa-server` process, exactly as TestDSA does against the
+// built-in device; once with the portal BAR mapped into the guest (portal
+// writes do not exit) and once trapped (every portal write is a message).
+func TestVfioUserDSA(t *testing.T) {
+	for _, portal := range []string{"mapped", "trapped"} {
+		t.Run(portal, func(t *testing.T) {
+			requireKVM(t)
+			sock, _, logs := dsaServer(t, portal)
+			out := bootAgent(t, agentRun{
+				Scenarios: []string{"dsa"},
+				CPUs:      2,
+				Args:      []string{"--vfio-user", sock},
+				Timeout:   300 * time.Second,
+			})
+			if out.Status != 0 {
+				t.Logf("dsa-server log:\n%s", tail(logs.String(), 30))
+			}
+			out.wantStatus(t, 0)
+			out.KTAP.wantOK(t, "dsa")
+			for _, step := range []string{"step: device and wq0.0 enabled", "step: dmatest ok"} {
+				if !slices.Contains(out.KTAP.Diagnostics, step) {
+					t.Errorf("missing diagnostic %q; diagnostics %q", step, out.KTAP.Diagnostics)
+				}
+			}
+			if m := dmatestSummary.FindStringSubmatch(out.Stdout); m != nil {
+				tests, _ := strconv.Atoi(m[2])
+				failures, _ := strconv.Atoi(m[3])
+				if tests < 1000 || failures != 0 {
+					t.Errorf("dmatest: %d tests, %d failures", tests, failures)
+				}
+				t.Logf("guest dmatest over vfio-user (%s portal): %s tests, %s iops, %s KB/s", portal, m[2], m[4], m[5])
+			} else {
+				t.Errorf("no dmatest summary line on the console:\n%s", tail(out.Stdout, 40))
+			}
+		})
+	}
+}
+
+// TestVfioUserServerKilled kills the server once the guest's agent has
+// started: the VM must keep running to its own end (the agent reports,
+// the guest powers off; no godvm error, no crash) and godvm must say that
+// the device failed.
+func TestVfioUserServerKilled(t *testing.T) {
+	kernel := testKernel(t)
+	sock, server, _ := dsaServer(t, "mapped")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
+	defer cancel()
+	args := []string{"run", "--kernel", kernel, "--cpus", "2", "--timeout", "240s",
+		"--cmdline", "godvm_agent.run=dsa", "--vfio-user", sock}
+	cmd := exec.CommandContext(ctx, godvmBinary(t), args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var console strings.Builder
+	killed := false
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		console.WriteString(line + "\n")
+		// The agent has started (KTAP header): the guest is mid-run.
+		if !killed && strings.Contains(line, "KTAP version 1") {
+			server.Process.Signal(syscall.SIGKILL)
+			killed = true
+		}
+	}
+	err = cmd.Wait()
+	status := 0
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		t.Fatalf("godvm hung after the server died\nconsole:\n%s\nstderr:\n%s", tail(console.String(), 40), stderr.String())
+	case errors.As(err, &ee):
+		status = ee.ExitCode()
+	default:
+		t.Fatal(err)
+	}
+	if !killed {
+		t.Fatalf("the agent never started\nconsole:\n%s\nstderr:\n%s", tail(console.String(), 40), stderr.String())
+	}
+	// 0 (the scenario survived) or 3 (the guest reported the DSA broken) are
+	// the guest's own verdicts; 1 (godvm error) or 2 (guest panic) are not.
+	if status != 0 && status != 3 {
+		t.Fatalf("exit status %d after the server died, want the guest's own result (0 or 3)\nconsole:\n%s\nstderr:\n%s",
+			status, tail(console.String(), 40), stderr.String())
+	}
+	if k := ParseKTAP(console.String()); k.Plan < 0 || len(k.Results) == 0 {
+		t.Errorf("the agent did not finish its report after the server died:\n%s", tail(console.String(), 40))
+	}
+	for _, want := range []string{"vfio-user server " + sock + " gone; device failed", "vfio-user device " + sock + " failed"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("godvm's stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+}
+
+// TestVfioUserBadInput needs no KVM: a missing socket is one clear line.
+func TestVfioUserBadInput(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "absent.sock")
+	kernel := filepath.Join(dir, "vmlinux")
+	os.WriteFile(kernel, tinyELF(), 0o644) // gets past the kernel checks
+	out := runGodvm(t, 30*time.Second, "run", "--kernel", kernel, "--vfio-user", sock)
+	if out.Status != 1 {
+		t.Fatalf("status %d, want 1\nstderr:\n%s", out.Status, out.Stderr)
+	}
+	if !strings.Contains(out.Stderr, sock) || strings.Count(strings.TrimSpace(out.Stderr), "\n") != 0 {
+		t.Errorf("want one line naming %s, got:\n%s", sock, out.Stderr)
+	}
+	out = runGodvm(t, 30*time.Second, "dsa-server", "--socket", filepath.Join(t.TempDir(), "s.sock"), "--dsa", "wqs=99")
+	if out.Status != 1 || !strings.Contains(out.Stderr, "wqs=99") {
+		t.Errorf("bad --dsa: status %d stderr %q", out.Status, out.Stderr)
+	}
+}

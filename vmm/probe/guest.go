@@ -243,7 +243,9 @@ var cpuidCode = []byte{
 
 // CPUID bits.
 const (
+	cpuid1ECXCX16       = 1 << 13
 	cpuid1ECXPOPCNT     = 1 << 23
+	cpuid1ECXRDRAND     = 1 << 30
 	cpuid1ECXXSAVE      = 1 << 26
 	cpuid7EBXSMAP       = 1 << 20
 	cpuid7ECXMOVDIR64B  = 1 << 28

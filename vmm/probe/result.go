@@ -121,7 +121,8 @@ var Emulated = []string{INT3, CLAC, STAC, FWAIT, POPCNT, MOVDIR64B, ENQCMDS}
 //   - noxsave when XRSTOR fails (the FPU code uses it from the first
 //     context switch; godvm does not emulate XSAVE state);
 //   - clearcpuid=smap,popcnt,cx16,rdrand for failing instructions that have
-//     a CPU feature flag the kernel can drop (CLAC/STAC belong to SMAP);
+//     a CPU feature flag the kernel can drop (CLAC/STAC belong to SMAP; cx16
+//     and rdrand only when the guest's CPUID shows them);
 //     godvm emulates CLAC/STAC and POPCNT too, but each emulation is a VM
 //     exit and a Linux boot executes hundreds;
 //   - setcpuid=movdir64b when MOVDIR64B exits to godvm (which emulates it
@@ -139,10 +140,13 @@ func (r *Result) GuestCmdline() []string {
 	if r.fails(POPCNT) {
 		clear = append(clear, "popcnt")
 	}
-	if r.fails(CMPXCHG16B) {
+	// CX16 and RDRAND are often hidden from the guest already (kvm_pvm
+	// hides CX16); clear them only when the guest's CPUID shows them, or
+	// when the CPUID test could not tell.
+	if r.fails(CMPXCHG16B) && r.guestHas1ECX(cpuid1ECXCX16) {
 		clear = append(clear, "cx16")
 	}
-	if r.fails(RDRAND) {
+	if r.fails(RDRAND) && r.guestHas1ECX(cpuid1ECXRDRAND) {
 		clear = append(clear, "rdrand")
 	}
 	if len(clear) > 0 {
@@ -152,6 +156,12 @@ func (r *Result) GuestCmdline() []string {
 		out = append(out, "setcpuid=movdir64b")
 	}
 	return out
+}
+
+// guestHas1ECX reports whether the guest's CPUID leaf 1 ECX (read by the
+// CPUID test) has bit; true when the test failed.
+func (r *Result) guestHas1ECX(bit uint32) bool {
+	return r.CPUID.Error != "" || r.CPUID.Leaf1ECX&bit != 0
 }
 
 // UserSpaceWarning is the plain-language warning for hosts where guest

@@ -50,12 +50,21 @@ func TestGuestCmdline(t *testing.T) {
 		r    *Result
 		want []string
 	}{
-		{"kvm_pvm", pvmHost(), []string{"noxsave", "clearcpuid=smap,popcnt,cx16", "setcpuid=movdir64b"}},
+		{"kvm_pvm", pvmHost(), []string{"noxsave", "clearcpuid=smap,popcnt", "setcpuid=movdir64b"}},
+		{"cx16 shown to the guest and failing", func() *Result {
+			r := pvmHost()
+			r.CPUID.Leaf1ECX = cpuid1ECXCX16
+			return r
+		}(), []string{"noxsave", "clearcpuid=smap,popcnt,cx16", "setcpuid=movdir64b"}},
 		{"kvm_intel with MOVDIR64B", intelKVM(), nil},
 		{"kvm_amd", amdKVM(), nil},
 		{"empty result", &Result{}, nil},
 		{"only STAC fails", &Result{Instructions: []InsnResult{{Name: STAC, Outcome: EmulationFailure}}}, []string{"clearcpuid=smap"}},
-		{"rdrand fails", &Result{Instructions: []InsnResult{{Name: RDRAND, Outcome: EmulationFailure}}}, []string{"clearcpuid=rdrand"}},
+		{"rdrand fails, guest sees it", &Result{Instructions: []InsnResult{{Name: RDRAND, Outcome: EmulationFailure}},
+			CPUID: CPUIDResult{Leaf1ECX: cpuid1ECXRDRAND}}, []string{"clearcpuid=rdrand"}},
+		{"rdrand fails, CPUID test failed", &Result{Instructions: []InsnResult{{Name: RDRAND, Outcome: EmulationFailure}},
+			CPUID: CPUIDResult{Error: "x"}}, []string{"clearcpuid=rdrand"}},
+		{"rdrand fails, hidden from the guest", &Result{Instructions: []InsnResult{{Name: RDRAND, Outcome: EmulationFailure}}}, nil},
 		{"movdir64b emulated but CPUID can carry it", &Result{
 			Instructions: []InsnResult{{Name: MOVDIR64B, Outcome: EmulationFailure}},
 			CPUID:        CPUIDResult{GuestMOVDIR64B: true}}, nil},
@@ -173,7 +182,7 @@ func TestWriteText(t *testing.T) {
 		"  XRSTOR", "emulation-failure",
 		"KVM_SET_CPUID2: honoured=false",
 		"guest user space: works=false (SYSCALL from CPL3 ended in #PF",
-		"guest kernel parameters godvm adds: noxsave clearcpuid=smap,popcnt,cx16 setcpuid=movdir64b",
+		"guest kernel parameters godvm adds: noxsave clearcpuid=smap,popcnt setcpuid=movdir64b",
 		"warning: guest user space cannot make system calls",
 	} {
 		if !strings.Contains(out, want) {

@@ -83,6 +83,16 @@ func New(cfg Config) (*Machine, error) {
 	return m, nil
 }
 
+// Check validates cfg and the files it names without touching KVM: what
+// New would reject as *InputError.
+func Check(cfg Config) error {
+	if err := cfg.normalize(); err != nil {
+		return &InputError{err}
+	}
+	m := &Machine{cfg: cfg}
+	return m.checkInput()
+}
+
 // checkInput reads and checks every file and size before KVM is touched.
 func (m *Machine) checkInput() error {
 	c := &m.cfg

@@ -21,11 +21,13 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:                 "godvm",
 		Usage:                "a micro-VMM for Linux guests (with a software Intel DSA)",
-		Commands:             append([]*cli.Command{runCommand()}, subcommands...),
+		Commands:             append([]*cli.Command{runCommand(), probeCommand()}, subcommands...),
 		Writer:               stdout,
 		ErrWriter:            stderr,
 		EnableBashCompletion: false,
 		HideHelpCommand:      true,
+		// --disk a,readonly must stay one value: repeat flags instead.
+		DisableSliceFlagSeparator: true,
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return fmt.Errorf("unknown command %q (see godvm --help)", c.Args().First())

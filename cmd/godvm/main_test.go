@@ -63,3 +63,53 @@ func TestHelp(t *testing.T) {
 		}
 	}
 }
+
+// tinyELF is a well-formed one-segment vmlinux-shaped ELF.
+func tinyELF() []byte {
+	b := make([]byte, 64+56+16)
+	copy(b, "\x7fELF\x02\x01\x01")
+	put := func(off int, v uint64, n int) {
+		for i := 0; i < n; i++ {
+			b[off+i] = byte(v >> (8 * i))
+		}
+	}
+	put(16, 2, 2)
+	put(18, 62, 2)
+	put(24, 0x1000000, 8)
+	put(32, 64, 8)
+	put(54, 56, 2)
+	put(56, 1, 2)
+	put(64, 1, 4)
+	put(64+8, 120, 8)
+	put(64+24, 0x1000000, 8)
+	put(64+32, 16, 8)
+	put(64+40, 0x1000, 8)
+	return b
+}
+
+// Device flag values are parsed before the machine is built; a comma
+// inside a value does not split it.
+func TestDeviceFlags(t *testing.T) {
+	if _, err := os.Stat("/dev/kvm"); err == nil {
+		t.Skip("/dev/kvm present: these cases would start a guest")
+	}
+	kernel := filepath.Join(t.TempDir(), "vmlinux")
+	os.WriteFile(kernel, tinyELF(), 0o644)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--disk", "/some/image,readonly"}, "/dev/kvm"}, // parsed fine, fails at KVM
+		{[]string{"--disk", ""}, "missing image path"},
+		{[]string{"--disk", "img,bogus=1"}, "--disk"},
+		{[]string{"--net", "nope"}, "--net"},
+		{[]string{"--dsa", "wqs=abc"}, "--dsa"},
+		{[]string{"--dsa", "default"}, "/dev/kvm"},
+		{[]string{"--virtio-console", ""}, "--virtio-console"},
+	} {
+		status, stderr := runApp(t, append([]string{"run", "--kernel", kernel}, c.args...)...)
+		if status != 1 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Errorf("%v: status %d stderr %q, want one line with %q", c.args, status, stderr, c.want)
+		}
+	}
+}

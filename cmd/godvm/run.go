@@ -44,10 +44,10 @@ var (
 	deviceSetup []func(c *cli.Context, cfg *vmm.Config) error
 )
 
-// hostDefaults returns the kernel parameters the host's KVM needs, with a
-// reason for each, and whether guest user space can run. The probe file
-// sets it; without it, no parameters are added.
-var hostDefaults func(log *slog.Logger) (params []string, reasons []string, userSpaceOK bool, err error)
+// hostDefaults returns the kernel parameters the host's KVM needs, what the
+// user should know about the host, and whether guest user space can run.
+// probe.go sets it.
+var hostDefaults func(log *slog.Logger) (params, warnings []string, userSpaceOK bool, err error)
 
 // runCommand is built when the app is (after every init has added its
 // device flags).
@@ -78,22 +78,25 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// Files and sizes first: bad input is reported before KVM is touched.
+	if err := vmm.Check(cfg); err != nil {
+		return err
+	}
 	if !c.Bool("no-host-defaults") && hostDefaults != nil {
-		params, reasons, userOK, err := hostDefaults(log)
+		params, warnings, userOK, err := hostDefaults(log)
 		if err != nil {
 			log.Warn("KVM probe failed; no host-compatibility parameters added", "err", err)
 		}
 		cfg.HostCmdline = params
-		for i, p := range params {
-			why := ""
-			if i < len(reasons) {
-				why = reasons[i]
-			}
-			log.Info("host default", "param", p, "why", why)
+		if len(params) > 0 {
+			log.Info("host-compatibility kernel parameters (before --cmdline; --no-host-defaults drops them)", "params", strings.Join(params, " "))
+		}
+		for _, w := range warnings {
+			log.Info("host", "note", w)
 		}
 		if !userOK && cfg.Initrd != "" {
-			fmt.Fprintln(stderr, "godvm: warning: this host's KVM cannot run guest user space (system calls fault); "+
-				"programs in the initrd will not run, only in-kernel code")
+			fmt.Fprintln(stderr, "godvm: warning: guest user space cannot make system calls on this host's KVM: "+
+				"programs in the initrd (including /init) will not run, only in-kernel code")
 		}
 	}
 	for _, setup := range deviceSetup {

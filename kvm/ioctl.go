@@ -34,15 +34,22 @@ func ioc(dir, typ, nr, size uintptr) uintptr {
 	return dir<<iocDirShift | typ<<iocTypeShift | nr<<iocNRShift | size<<iocSizeShift
 }
 
-// IO, IOR, IOW and IOWR build ioctl request numbers as the kernel macros do.
-func IO(typ, nr uintptr) uintptr         { return ioc(iocNone, typ, nr, 0) }
-func IOR(typ, nr, size uintptr) uintptr  { return ioc(iocRead, typ, nr, size) }
-func IOW(typ, nr, size uintptr) uintptr  { return ioc(iocWrite, typ, nr, size) }
+// IO is the kernel's _IO(type, nr): a request without an argument struct.
+func IO(typ, nr uintptr) uintptr { return ioc(iocNone, typ, nr, 0) }
+
+// IOR is _IOR(type, nr, size): the kernel writes size bytes.
+func IOR(typ, nr, size uintptr) uintptr { return ioc(iocRead, typ, nr, size) }
+
+// IOW is _IOW(type, nr, size): the kernel reads size bytes.
+func IOW(typ, nr, size uintptr) uintptr { return ioc(iocWrite, typ, nr, size) }
+
+// IOWR is _IOWR(type, nr, size): both directions.
 func IOWR(typ, nr, size uintptr) uintptr { return ioc(iocRead|iocWrite, typ, nr, size) }
-func sizeOf[T any]() uintptr             { var v T; return unsafe.Sizeof(v) }
-func kvmIOR[T any](nr uintptr) uintptr   { return IOR(kvmio, nr, sizeOf[T]()) }
-func kvmIOW[T any](nr uintptr) uintptr   { return IOW(kvmio, nr, sizeOf[T]()) }
-func kvmIOWR[T any](nr uintptr) uintptr  { return IOWR(kvmio, nr, sizeOf[T]()) }
+
+func sizeOf[T any]() uintptr            { var v T; return unsafe.Sizeof(v) }
+func kvmIOR[T any](nr uintptr) uintptr  { return IOR(kvmio, nr, sizeOf[T]()) }
+func kvmIOW[T any](nr uintptr) uintptr  { return IOW(kvmio, nr, sizeOf[T]()) }
+func kvmIOWR[T any](nr uintptr) uintptr { return IOWR(kvmio, nr, sizeOf[T]()) }
 
 // Request numbers. The sizes come from the Go mirrors of the kernel structs,
 // whose layouts are checked by tests against the uapi.

@@ -186,14 +186,26 @@ func NewRun(b []byte) (*Run, error) {
 // Bytes is the whole kvm_run mapping.
 func (r *Run) Bytes() []byte { return r.b }
 
-func (r *Run) hdr() *runHeader         { return (*runHeader)(unsafe.Pointer(&r.b[0])) }
-func (r *Run) union() unsafe.Pointer   { return unsafe.Pointer(&r.b[runExitUnionOffset]) }
-func (r *Run) ExitReason() ExitReason  { return ExitReason(r.hdr().ExitReason) }
-func (r *Run) ImmediateExit() bool     { return r.hdr().ImmediateExit != 0 }
-func (r *Run) IFFlag() bool            { return r.hdr().IFFlag != 0 }
+func (r *Run) hdr() *runHeader       { return (*runHeader)(unsafe.Pointer(&r.b[0])) }
+func (r *Run) union() unsafe.Pointer { return unsafe.Pointer(&r.b[runExitUnionOffset]) }
+
+// ExitReason is kvm_run.exit_reason.
+func (r *Run) ExitReason() ExitReason { return ExitReason(r.hdr().ExitReason) }
+
+// ImmediateExit reads kvm_run.immediate_exit.
+func (r *Run) ImmediateExit() bool { return r.hdr().ImmediateExit != 0 }
+
+// IFFlag is kvm_run.if_flag (the guest's RFLAGS.IF at exit).
+func (r *Run) IFFlag() bool { return r.hdr().IFFlag != 0 }
+
+// ReadyForInterrupt is kvm_run.ready_for_interrupt_injection.
 func (r *Run) ReadyForInterrupt() bool { return r.hdr().ReadyForInterruptInjection != 0 }
-func (r *Run) CR8() uint64             { return r.hdr().CR8 }
-func (r *Run) APICBase() uint64        { return r.hdr().APICBase }
+
+// CR8 is kvm_run.cr8.
+func (r *Run) CR8() uint64 { return r.hdr().CR8 }
+
+// APICBase is kvm_run.apic_base.
+func (r *Run) APICBase() uint64 { return r.hdr().APICBase }
 
 // SetImmediateExit sets kvm_run.immediate_exit: while set, KVM_RUN returns
 // EINTR at once (the race-free way to kick a vCPU, with a signal).

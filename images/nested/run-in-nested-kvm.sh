@@ -23,7 +23,7 @@
 # Needs (Debian packages): qemu-system-x86, busybox-static, cpio, and apt access to download
 # linux-image-<version>-amd64 once (GODVM_NESTED_KERNEL_PKG chooses the package; default: the
 # one linux-image-amd64 depends on). The outer kernel and initramfs are cached under
-# ${XDG_CACHE_HOME:-~/.cache}/godvm/nested-<hash>/.
+# ${GODVM_CACHE:-~/.cache/godvm}/nested-<hash>/ (vmlinux, vmlinuz, initramfs.cpio).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,8 +32,8 @@ die() { echo "run-in-nested-kvm: $*" >&2; exit 126; }
 shares=() roshares=() envs=() share_usr=1 timeout_s=600 mem=2G cpus=1 kvmamd= verbose=0 printonly=0
 while getopts 's:r:e:nt:m:c:k:vph' opt; do
 	case $opt in
-	s) shares+=("$(realpath -e -- "$OPTARG")") || die "no such directory: $OPTARG" ;;
-	r) roshares+=("$(realpath -e -- "$OPTARG")") || die "no such directory: $OPTARG" ;;
+	s) shares+=("$(realpath -e -- "$OPTARG" 2>/dev/null)") || die "no such directory: $OPTARG" ;;
+	r) roshares+=("$(realpath -e -- "$OPTARG" 2>/dev/null)") || die "no such directory: $OPTARG" ;;
 	e) envs+=("$OPTARG") ;;
 	n) share_usr=0 ;;
 	t) timeout_s=$OPTARG ;;
@@ -59,7 +59,7 @@ busybox=${GODVM_NESTED_BUSYBOX:-/bin/busybox}
 	die "$busybox is not a static busybox (apt-get install busybox-static)"
 
 # --- The cached outer kernel and initramfs -------------------------------------------------
-cachetop=${XDG_CACHE_HOME:-$HOME/.cache}/godvm
+cachetop=${GODVM_CACHE:-$HOME/.cache/godvm}
 pkg=${GODVM_NESTED_KERNEL_PKG:-}
 if [[ -z $pkg ]]; then
 	# apt-cache takes seconds on a busy machine: remember its answer for a week.
@@ -128,6 +128,9 @@ if [[ ! -f $cache/initramfs.cpio ]]; then
 	[[ -f $cache/initramfs.cpio ]] || die "could not populate $cache"
 	rm -rf "$work"
 	trap - EXIT
+	# Drop builds of other inputs that nobody used for a week.
+	find "$cachetop" -maxdepth 1 -type d -name 'nested-????????????????' ! -path "$cache" -mtime +7 \
+		-exec rm -rf {} + 2>/dev/null || true
 fi
 if [[ $printonly == 1 ]]; then
 	echo "$cache"

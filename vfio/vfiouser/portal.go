@@ -2,6 +2,7 @@ package vfiouser
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,10 +103,19 @@ func (p *PortalPage) Poll() int {
 	return n
 }
 
+// Polling policy: spin (yielding) for spinWindow after the last descriptor,
+// then sleep in growing steps up to maxSleep. Idle cost: ~1/maxSleep wakeups
+// per second; added latency after an idle period: at most maxSleep.
+const (
+	spinWindow = time.Millisecond
+	minSleep   = 10 * time.Microsecond
+	maxSleep   = 100 * time.Microsecond
+)
+
 func (p *PortalPage) loop() {
 	defer p.done.Done()
-	idle := 0
-	sleep := 20 * time.Microsecond
+	last := time.Now()
+	sleep := minSleep
 	for {
 		select {
 		case <-p.stop:
@@ -113,15 +123,15 @@ func (p *PortalPage) loop() {
 		default:
 		}
 		if p.Poll() > 0 {
-			idle, sleep = 0, 20*time.Microsecond
+			last, sleep = time.Now(), minSleep
 			continue
 		}
-		idle++
-		if idle < 200 {
-			continue // spin briefly after activity
+		if time.Since(last) < spinWindow {
+			runtime.Gosched()
+			continue
 		}
 		time.Sleep(sleep)
-		sleep = min(2*sleep, time.Millisecond)
+		sleep = min(2*sleep, maxSleep)
 	}
 }
 

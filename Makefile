@@ -31,7 +31,11 @@ KERNEL_PATH = $(shell images/build-kernel.sh --print-path)
 INITRD_PATH = $(shell images/build-initrd.sh --print-path)
 KERNEL ?= $(KERNEL_PATH)
 CMDLINE ?= godvm_agent.run=boot,dsa
-RUN_ARGS ?= --dsa
+# The DSA device: in-process model, or (VFIO_USER=1) `godvm dsa-server`.
+# Both ways the guest gets setcpuid=movdir64b from godvm when KVM cannot
+# advertise it (host defaults chosen by the KVM probe).
+DSA_ARGS ?= --dsa default
+RUN_ARGS ?= --cpus 2 --timeout 600s
 VFIO_USER ?=
 DSA_SOCKET ?= /tmp/godvm-dsa.sock
 DSA_SERVER_ARGS ?= --socket $(DSA_SOCKET)
@@ -70,9 +74,9 @@ ifeq ($(VFIO_USER),1)
 	$(GODVM) dsa-server $(DSA_SERVER_ARGS) & \
 	server=$$!; trap 'kill $$server 2>/dev/null' EXIT; \
 	for i in $$(seq 50); do [ -S $(DSA_SOCKET) ] && break; sleep 0.1; done; \
-	$(GODVM) run --kernel "$(KERNEL)" --cmdline "$(CMDLINE)" --vfio-user $(DSA_SOCKET) $(filter-out --dsa,$(RUN_ARGS))
+	$(GODVM) run --kernel "$(KERNEL)" --cmdline "$(CMDLINE)" --vfio-user $(DSA_SOCKET) $(RUN_ARGS)
 else
-	$(GODVM) run --kernel "$(KERNEL)" --cmdline "$(CMDLINE)" $(RUN_ARGS)
+	$(GODVM) run --kernel "$(KERNEL)" --cmdline "$(CMDLINE)" $(DSA_ARGS) $(RUN_ARGS)
 endif
 
 fmt-check:

@@ -80,15 +80,12 @@ func (m *Machine) setupVCPU(v *vcpu, base []x86.CPUIDEntry) error {
 	if err := v.cpu.SetCPUID2(entries); err != nil {
 		return err
 	}
-	msrs := x86.BootMSRs()
-	ents := make([]kvm.MSREntry, len(msrs))
-	for i, e := range msrs {
-		ents[i] = kvm.MSREntry{Index: e.Index, Data: e.Value}
-	}
-	if err := v.cpu.SetMSRs(ents); err != nil {
-		// Not fatal: a host may refuse one of them (MTRRs on some nested
-		// KVMs); the guest copes without.
-		m.cfg.Log.Debug("KVM_SET_MSRS", "vcpu", v.id, "err", err)
+	// One at a time: KVM stops at the first MSR it refuses, and a host may
+	// refuse one (MTRRs on some nested KVMs) without harm to the guest.
+	for _, e := range x86.BootMSRs() {
+		if err := v.cpu.SetMSRs([]kvm.MSREntry{{Index: e.Index, Data: e.Value}}); err != nil {
+			m.cfg.Log.Debug("MSR not set", "vcpu", v.id, "msr", fmt.Sprintf("%#x", e.Index), "err", err)
+		}
 	}
 	lapic, err := v.cpu.LAPIC()
 	if err != nil {

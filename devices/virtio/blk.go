@@ -57,7 +57,8 @@ type BlockOptions struct {
 	ID       string // serial reported by GET_ID (at most 20 bytes); default from the file name
 }
 
-// ParseDiskFlag parses "--disk PATH[,readonly][,id=SERIAL]".
+// ParseDiskFlag parses "--disk PATH[,readonly][,id=SERIAL]" and checks that
+// the image exists (so a typo fails before a machine is built).
 func ParseDiskFlag(s string) (BlockOptions, error) {
 	parts := strings.Split(s, ",")
 	o := BlockOptions{Path: parts[0]}
@@ -76,6 +77,13 @@ func ParseDiskFlag(s string) (BlockOptions, error) {
 		default:
 			return o, fmt.Errorf("--disk %q: unknown option %q (want readonly or id=SERIAL)", s, p)
 		}
+	}
+	st, err := os.Stat(o.Path)
+	if err != nil {
+		return o, fmt.Errorf("--disk: disk image %s: %w", o.Path, errors.Unwrap(err))
+	}
+	if st.IsDir() {
+		return o, fmt.Errorf("--disk: disk image %s is a directory", o.Path)
 	}
 	return o, nil
 }

@@ -198,6 +198,15 @@ func TestBlockMalformedNeedsReset(t *testing.T) {
 }
 
 func TestBlockBadInput(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "a.img"), nil, 0o644)
+	t.Chdir(dir)
+	if _, err := ParseDiskFlag("missing.img"); err == nil || !strings.Contains(err.Error(), "missing.img: no such file or directory") {
+		t.Fatalf("missing image: %v", err)
+	}
+	if _, err := ParseDiskFlag(dir); err == nil || !strings.Contains(err.Error(), "directory") {
+		t.Fatalf("directory: %v", err)
+	}
 	if _, err := NewBlock(BlockOptions{Path: "/nonexistent/disk.img"}); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("missing image: %v", err)
 	}

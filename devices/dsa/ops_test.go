@@ -508,8 +508,8 @@ func TestNoopCacheFlushAndInterrupts(t *testing.T) {
 	}
 	// Drain descriptor completes (after earlier work) with its interrupt.
 	clear(r.ram[crA : crA+32])
-	for range 10 {
-		r.submit(0, newDesc(OpMemMove, 0, 0, srcA, dstA, 65536))
+	for i := range 10 {
+		r.submit(0, newDesc(OpMemMove, 0, 0, srcA, dstA+uint64(i)*65536, 65536))
 	}
 	d = newDesc(OpDrain, rcr|FlagRCI, crA, 0, 0, 0)
 	put16(d, 36, 1)

@@ -222,6 +222,12 @@ func (b *Backend) WriteRegion(index uint32, off uint64, p []byte) error {
 			b.fn.ConfigWrite(uint32(off), p[:n])
 			off, p = off+uint64(n), p[n:]
 		}
+		// A function-level reset (or a client that forwards MSI-X control
+		// writes) leaves the model's MSI-X disabled; the client owns MSI-X
+		// emulation, so keep the server side armed.
+		if !b.fn.MSIX.Enabled() {
+			armMSIX(b.fn)
+		}
 	case 0:
 		b.fn.Dev.BAR0().Write(off, p)
 	case 2:

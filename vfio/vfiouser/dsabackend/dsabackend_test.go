@@ -237,3 +237,20 @@ func benchPortal(b *testing.B, mapped bool) {
 
 func BenchmarkDSAPortalTrapped(b *testing.B) { benchPortal(b, false) }
 func BenchmarkDSAPortalMapped(b *testing.B)  { benchPortal(b, true) }
+
+// TestFLRKeepsInterrupts: a function-level reset through the configuration
+// region resets the model's MSI-X, which the backend re-arms, so command
+// completions still reach the client's eventfd.
+func TestFLRKeepsInterrupts(t *testing.T) {
+	r := newRig(t, false)
+	// Find the PCIe capability and set Initiate FLR (DevCtl bit 15).
+	off := uint64(r.r32(vfio.PCIConfigRegionIndex, 0x34) & 0xfc)
+	for off != 0 && r.r32(vfio.PCIConfigRegionIndex, off)&0xff != 0x10 {
+		off = uint64(r.r32(vfio.PCIConfigRegionIndex, off)>>8) & 0xfc
+	}
+	if off == 0 {
+		t.Fatal("no PCIe capability")
+	}
+	r.w(vfio.PCIConfigRegionIndex, off+8, 0x8000, 2)
+	r.enableDWQ() // fails unless the completion interrupts still arrive
+}

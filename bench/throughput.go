@@ -7,16 +7,29 @@ import (
 // Throughput runs op (which moves bytes bytes) repeatedly for at least
 // minDur and returns MB/s (10^6 bytes per second) and nanoseconds per call.
 func Throughput(bytes int, minDur time.Duration, op func() error) (mbps, nsPerOp float64, err error) {
-	if err := op(); err != nil { // warm up (page faults, caches)
+	return ThroughputN(bytes, minDur, func(n int) error {
+		for i := 0; i < n; i++ {
+			if err := op(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ThroughputN is Throughput for work that is issued in rounds: run(n) does n
+// operations of bytes bytes each and returns when all are complete (an
+// asynchronous engine waits for its queue to drain), so the time measured
+// covers every operation counted.
+func ThroughputN(bytes int, minDur time.Duration, run func(n int) error) (mbps, nsPerOp float64, err error) {
+	if err := run(1); err != nil { // warm up (page faults, caches)
 		return 0, 0, err
 	}
 	n := 1
 	for {
 		t0 := time.Now()
-		for i := 0; i < n; i++ {
-			if err := op(); err != nil {
-				return 0, 0, err
-			}
+		if err := run(n); err != nil {
+			return 0, 0, err
 		}
 		d := time.Since(t0)
 		if d >= minDur || n >= 1<<30 {

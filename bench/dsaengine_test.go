@@ -1,0 +1,46 @@
+package bench
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+// The engine scenario runs here (no guest needed) and yields a positive
+// number for every operation, size and engine count, plus the memcpy ratio.
+func TestDSAEngineQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short mode")
+	}
+	rep := Run(context.Background(), []Scenario{DSAEngineScenario()}, &Env{Quick: true}, Options{Runs: 1})
+	s := rep.Scenarios[0]
+	if s.Status != StatusOK {
+		t.Fatalf("%s: %s", s.Status, s.Reason)
+	}
+	want := map[string]bool{}
+	for _, op := range []string{"memmove", "fill", "compare", "crcgen"} {
+		for _, sz := range []string{"4KiB", "64KiB"} {
+			for _, e := range []string{"1", "2"} {
+				want[op+" "+sz+" "+e+" engine(s)"] = true
+			}
+		}
+	}
+	for _, m := range s.Metrics {
+		if len(m.Values) != 1 || m.Median <= 0 {
+			t.Errorf("%s: %v", m.Name, m.Values)
+		}
+		delete(want, m.Name)
+	}
+	if len(want) > 0 {
+		t.Errorf("missing metrics: %v", want)
+	}
+	names := ""
+	for _, m := range s.Metrics {
+		names += m.Name + ";"
+	}
+	for _, w := range []string{"host memcpy 4KiB", "memmove/memcpy 64KiB", "descriptor to completion record"} {
+		if !strings.Contains(names, w) {
+			t.Errorf("no %q metric", w)
+		}
+	}
+}

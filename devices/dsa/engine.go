@@ -282,9 +282,11 @@ func startGroup(id, engines, capacity int, run func(*work, *[]byte)) *group {
 		go func() {
 			defer g.wg.Done()
 			var buf []byte
-			for it := range g.ch {
+			it := new(work) // reused: no allocation per descriptor
+			for v := range g.ch {
+				*it = v
 				it.engine = e
-				run(&it, &buf)
+				run(it, &buf)
 			}
 		}()
 	}

@@ -226,8 +226,17 @@ func (x *executor) execute(w *work, d *desc, batchIdx int, c *completion, buf *[
 		x.batch(w, d, c, buf)
 	case OpMemMove:
 		src, dst := d.a16, d.a24
-		ns, nd := validPrefix(m, src, n), validPrefix(m, dst, n)
 		backward := dst > src && dst < src+n
+		if ds, err := m.Slice(dst, n); err == nil {
+			if ss, err := m.Slice(src, n); err == nil {
+				copy(ds, ss) // fast path: both in one region
+				if backward {
+					c.result = 1
+				}
+				return
+			}
+		}
+		ns, nd := validPrefix(m, src, n), validPrefix(m, dst, n)
 		k := min(ns, nd)
 		if k < n {
 			if backward {
@@ -612,7 +621,9 @@ func (x *executor) complete(w *work, d *desc, batchIdx int, c *completion) {
 			binary.LittleEndian.PutUint32(rec[4:], c.bytes)
 			binary.LittleEndian.PutUint64(rec[8:], c.fault)
 			copy(rec[16:], c.extra[:])
-			if err := x.mem.WriteAt(rec[1:], d.crAddr+1); err != nil {
+			if b, err := x.mem.Slice(d.crAddr+1, CompletionRecLen-1); err == nil {
+				copy(b, rec[1:])
+			} else if err := x.mem.WriteAt(rec[1:], d.crAddr+1); err != nil {
 				report(StatusCRFault, d.crAddr, true)
 				break
 			}

@@ -182,7 +182,7 @@ func (s *Server) handle(m *Msg) ([]byte, []int, unix.Errno) {
 		if e := s.dmaUnmap(u); e != 0 {
 			return nil, nil, e
 		}
-		return u.Encode(), nil, 0
+		return p[:24:24], nil, 0 // the original entry, as the spec asks
 	case CmdDeviceGetInfo:
 		if len(p) < 16 {
 			return nil, nil, unix.EINVAL

@@ -114,7 +114,7 @@ func TestLiveSerialAndPowerOff(t *testing.T) {
 }
 
 func TestLiveTimeoutReport(t *testing.T) {
-	res, _, err := runCode(t, []byte{0xeb, 0xfe}, 1, 500*time.Millisecond) // jmp $
+	res, _, err := runCode(t, []byte{0xeb, 0xfe}, 1, 800*time.Millisecond) // jmp $
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +126,10 @@ func TestLiveTimeoutReport(t *testing.T) {
 	}
 	if !strings.Contains(res.Summary(), "0x1000000") {
 		t.Errorf("summary %q", res.Summary())
+	}
+	// The sampler (every 100 ms with the boot trace) saw the loop.
+	if res.Trace == nil || len(res.Trace.Profile) != 1 || res.Trace.Profile[0].Function != "0x1000000" {
+		t.Errorf("profile %+v", res.Trace)
 	}
 }
 

@@ -64,6 +64,9 @@ type VCPUState struct {
 	Valid  bool // RIP could be read
 	Symbol string
 	Exits  uint64
+	// Recent says where the vCPU's last RIP samples fell ("stuck in
+	// default_idle ..."); empty without sampling.
+	Recent string
 }
 
 // Result is how a run ended.
@@ -142,6 +145,9 @@ func (r Result) where() string {
 		if v.Symbol != "" {
 			s += " (" + v.Symbol + ")"
 		}
+		if v.Recent != "" {
+			s += ", " + v.Recent
+		}
 		parts = append(parts, s)
 	}
 	if len(parts) == 0 {
@@ -216,6 +222,12 @@ func (m *Machine) Run(ctx context.Context) (Result, error) {
 			}
 		}(v)
 	}
+	switch {
+	case m.cfg.BootTrace:
+		m.startSampler(traceSamplePeriod)
+	case m.cfg.Timeout > 0:
+		m.startSampler(timeoutSamplePeriod)
+	}
 	allDone := make(chan struct{})
 	go func() { wg.Wait(); close(allDone) }()
 
@@ -246,7 +258,7 @@ func (m *Machine) Run(ctx context.Context) (Result, error) {
 	r.Wall = time.Since(start)
 	r.BootTime, r.BootTimeOK = m.bootTimer.Elapsed()
 	for _, v := range m.vcpus {
-		s := VCPUState{ID: v.id, RIP: v.rip, Valid: v.ripOK, Exits: v.exits}
+		s := VCPUState{ID: v.id, RIP: v.rip, Valid: v.ripOK, Exits: v.exits, Recent: m.recent(v)}
 		if v.ripOK {
 			s.Symbol, _ = m.syms.Lookup(v.rip)
 		}
@@ -359,6 +371,7 @@ type Trace struct {
 	UnknownPorts map[string]uint64 // "in 0x61" -> count
 	UnknownMMIO  map[string]uint64 // page -> count
 	SerialBytes  uint64
+	Profile      []ProfileEntry // RIP samples by function, largest first
 }
 
 func (m *Machine) trace(wall time.Duration) *Trace {
@@ -394,6 +407,7 @@ func (m *Machine) trace(wall time.Duration) *Trace {
 	}
 	m.stats.mu.Unlock()
 	t.SerialBytes = m.serial.TxBytes()
+	t.Profile = m.profile(15)
 	return t
 }
 
@@ -413,6 +427,12 @@ func (t *Trace) Write(w io.Writer) {
 	}
 	if len(t.UnknownMMIO) > 0 {
 		fmt.Fprintf(w, "boot-trace: unmapped MMIO pages: %s\n", sortedCounts(t.UnknownMMIO))
+	}
+	if len(t.Profile) > 0 {
+		fmt.Fprintf(w, "boot-trace: where the vCPUs were (RIP samples every %v):\n", traceSamplePeriod)
+		for _, p := range t.Profile {
+			fmt.Fprintf(w, "boot-trace:   %5.1f%%  %6d  %s\n", 100*p.Share, p.Samples, p.Function)
+		}
 	}
 }
 

@@ -38,6 +38,11 @@ type vcpu struct {
 	cpu *kvm.VCPU
 	tid atomic.Int32 // OS thread running KVM_RUN; 0 before it starts
 
+	// RIP sampling (sampler.go): the sampler sets sampleReq and kicks;
+	// the vCPU thread records its RIP. samples is read after Run.
+	sampleReq atomic.Bool
+	samples   []uint64
+
 	// last state, captured when the vCPU stops
 	rip    uint64
 	ripOK  bool
@@ -158,6 +163,9 @@ func (m *Machine) runVCPU(v *vcpu) error {
 		}
 		if err != nil {
 			if kvm.IsRetry(err) {
+				if v.sampleReq.Swap(false) {
+					v.sample(run)
+				}
 				continue
 			}
 			v.capture()

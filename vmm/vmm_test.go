@@ -11,6 +11,7 @@ import (
 	"godvm/devices/bus"
 	"godvm/devices/platform"
 	"godvm/vmm/layout"
+	"godvm/vmm/sysmap"
 )
 
 func TestParseSize(t *testing.T) {
@@ -281,5 +282,30 @@ func TestACPITables(t *testing.T) {
 		if sum != 0 {
 			t.Error("RSDP checksum")
 		}
+	}
+}
+
+func TestProfileAndRecent(t *testing.T) {
+	syms, err := sysmap.Parse(strings.NewReader("ffffffff81000000 T start_kernel\nffffffff81001000 T default_idle\nffffffff81002000 T _etext\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Machine{syms: syms}
+	idle := uint64(0xffffffff81001010)
+	v0 := &vcpu{id: 0, samples: []uint64{0xffffffff81000010, idle, idle, idle, idle, idle}}
+	v1 := &vcpu{id: 1, samples: []uint64{0xffffffff81000020, 0x1234}}
+	m.vcpus = []*vcpu{v0, v1}
+	p := m.profile(10)
+	if len(p) != 3 || p[0].Function != "default_idle" || p[0].Samples != 5 || p[1].Function != "start_kernel" || p[1].Samples != 2 {
+		t.Errorf("profile %+v", p)
+	}
+	if r := m.recent(v0); !strings.Contains(r, "stuck in default_idle") {
+		t.Errorf("recent %q", r)
+	}
+	if r := m.recent(v1); r != "recently in start_kernel, 0x1234" {
+		t.Errorf("recent %q", r)
+	}
+	if m.recent(&vcpu{}) != "" {
+		t.Error("no samples")
 	}
 }

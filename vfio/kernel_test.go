@@ -406,6 +406,10 @@ func TestOpenErrors(t *testing.T) {
 		{"unknown PCI", "0000:07:00.0", "no PCI device 0000:07:00.0", nil, nil},
 		{"bad spec", "dsa0", `"dsa0" is not an mdev UUID, a PCI address`, nil, nil},
 		{"cdev with legacy", "/dev/vfio/devices/vfio3", "works only with iommufd", nil, []Option{WithMode(ModeLegacy)}},
+		{"noiommu", "0000:06:0d.0", "no-IOMMU group noiommu-0", func(f *fakeSys) {
+			delete(f.exists, "/dev/vfio/0")
+			f.exists["/dev/vfio/noiommu-0"] = true
+		}, nil},
 		{"not viable", "0000:06:0d.0", "IOMMU group 0 of 0000:06:0d.0 is not viable", func(f *fakeSys) { f.viable = false }, nil},
 		{"group busy", "0000:06:0d.0", "in use by another process", func(f *fakeSys) { f.openErr["/dev/vfio/0"] = unix.EBUSY }, nil},
 		{"no type1v2", "0000:06:0d.0", "does not support the type1v2 IOMMU", func(f *fakeSys) { f.type1v2 = false }, nil},

@@ -173,6 +173,9 @@ func openLegacy(o *options, sysdir, name string) (d *kernelDevice, err error) {
 		return nil, fmt.Errorf("vfio: %s does not support the type1v2 IOMMU (%v)", cpath, err)
 	}
 	gpath := path.Join(o.dev, "vfio", group)
+	if !s.Exists(gpath) && s.Exists(path.Join(o.dev, "vfio", "noiommu-"+group)) {
+		return nil, fmt.Errorf("vfio: %s is in no-IOMMU group noiommu-%s: without an IOMMU VFIO cannot DMA-map guest memory, so the device cannot be given to a VM", name, group)
+	}
 	if c.groupFd, err = s.Open(gpath, unix.O_RDWR); err != nil {
 		return nil, fmt.Errorf("vfio: open group %s of %s: %w%s", gpath, name, err, errnoHint(err))
 	}

@@ -3,6 +3,8 @@ package vfio
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
+	"log/slog"
 	"path"
 	"slices"
 	"strings"
@@ -37,6 +39,8 @@ type fakeSys struct {
 	mmaps    []string
 	preads   []int64
 }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func newFakeSys(t *testing.T) *fakeSys {
 	f := &fakeSys{t: t, exists: map[string]bool{}, links: map[string]string{}, dirs: map[string][]string{},
@@ -254,7 +258,7 @@ func wantLog(t *testing.T, got []string, want ...string) {
 
 func TestLegacyFlowMdev(t *testing.T) {
 	f := newFakeSys(t)
-	d, err := Open("83B8F4F2-509F-382F-3C1E-E6BFE0FA1001", WithSys(f), WithKVM(fakeKVM{f}))
+	d, err := Open("83B8F4F2-509F-382F-3C1E-E6BFE0FA1001", WithSys(f), WithLogger(quiet), WithKVM(fakeKVM{f}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +344,7 @@ func TestLegacyFlowMdev(t *testing.T) {
 func TestLegacyFlowPCI(t *testing.T) {
 	f := newFakeSys(t)
 	f.devName = "0000:06:0d.0"
-	d, err := Open("06:0d.0", WithSys(f))
+	d, err := Open("06:0d.0", WithSys(f), WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +361,7 @@ func TestIOMMUFDFlow(t *testing.T) {
 		if spec[0] != '/' {
 			opts = append(opts, WithMode(ModeIOMMUFD))
 		}
-		d, err := Open(spec, append(opts, WithSys(f), WithKVM(fakeKVM{f}))...)
+		d, err := Open(spec, append(opts, WithSys(f), WithLogger(quiet), WithKVM(fakeKVM{f}))...)
 		if err != nil {
 			t.Fatalf("%s: %v", spec, err)
 		}
@@ -385,7 +389,7 @@ func TestIOMMUFDFlow(t *testing.T) {
 func TestAutoModePicksIOMMUFDWithoutContainer(t *testing.T) {
 	f := newFakeSys(t)
 	delete(f.exists, "/dev/vfio/vfio")
-	d, err := Open("0000:06:0d.0", WithSys(f))
+	d, err := Open("0000:06:0d.0", WithSys(f), WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +434,7 @@ func TestOpenErrors(t *testing.T) {
 		if c.mut != nil {
 			c.mut(f)
 		}
-		_, err := Open(c.spec, append(c.opts, WithSys(f), WithKVM(fakeKVM{f}))...)
+		_, err := Open(c.spec, append(c.opts, WithSys(f), WithLogger(quiet), WithKVM(fakeKVM{f}))...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want %q", c.name, err, c.want)
 		}

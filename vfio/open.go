@@ -54,6 +54,9 @@ func WithDevRoot(root string) Option { return func(o *options) { o.dev = root } 
 // device before the device is opened, as mediated drivers require.
 func WithKVM(k KVMDevice) Option { return func(o *options) { o.kvm = k } }
 
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
 // WithMode forces the legacy container or iommufd.
 func WithMode(m Mode) Option { return func(o *options) { o.mode = m } }
 

@@ -68,9 +68,15 @@ func TestConsole(t *testing.T) {
 	}
 	defer pr.Close()
 	defer pw.Close()
-	if err := AddConsole(m.p, m.root, ConsoleOptions{Output: out, Input: pr}); err != nil {
+	be, err := NewConsole(ConsoleOptions{Output: out, Input: pr})
+	if err != nil {
 		t.Fatal(err)
 	}
+	dev, err := addDevice(m.p, m.root, "console", be, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close() // stop the worker before the pipe closes
 	d := m.probe(1)
 	if st := d.init(FVersion1 | ConsoleFEmergWrite); st&StatusDriverOK == 0 {
 		t.Fatalf("status %#x", st)

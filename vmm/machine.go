@@ -74,9 +74,13 @@ func New(cfg Config) (*Machine, error) {
 	}
 	m := &Machine{cfg: cfg, stopCh: make(chan struct{})}
 	if err := m.checkInput(); err != nil {
+		if m.kernel != nil {
+			m.kernel.Close()
+		}
 		return nil, err
 	}
 	if err := m.build(); err != nil {
+		m.kernel.Close()
 		m.Close()
 		return nil, err
 	}
@@ -90,7 +94,11 @@ func Check(cfg Config) error {
 		return &InputError{err}
 	}
 	m := &Machine{cfg: cfg}
-	return m.checkInput()
+	err := m.checkInput()
+	if m.kernel != nil {
+		m.kernel.Close()
+	}
+	return err
 }
 
 // checkInput reads and checks every file and size before KVM is touched.
@@ -105,10 +113,10 @@ func (m *Machine) checkInput() error {
 	if err != nil {
 		return &InputError{err}
 	}
+	m.kernel = k
 	if err := k.CheckFits(ram); err != nil {
 		return inputErr("kernel %s: %v", c.Kernel, err)
 	}
-	m.kernel = k
 	m.cmdline = c.FullCmdline()
 	if err := k.CheckCmdline(m.cmdline); err != nil {
 		return &InputError{err}
@@ -273,6 +281,7 @@ func (m *Machine) loadGuest() error {
 	if err := m.kernel.Load(mem); err != nil {
 		return err
 	}
+	m.kernel.Close() // the file mapping is no longer needed
 	if m.initrd.size > 0 {
 		if err := m.loadInitrd(); err != nil {
 			return err

@@ -93,13 +93,16 @@ func TestDeviceFlags(t *testing.T) {
 	if _, err := os.Stat("/dev/kvm"); err == nil {
 		t.Skip("/dev/kvm present: these cases would start a guest")
 	}
-	kernel := filepath.Join(t.TempDir(), "vmlinux")
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "vmlinux")
 	os.WriteFile(kernel, tinyELF(), 0o644)
+	img := filepath.Join(dir, "disk.img")
+	os.WriteFile(img, make([]byte, 4096), 0o644)
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"--disk", "/some/image,readonly"}, "/dev/kvm"}, // parsed fine, fails at KVM
+		{[]string{"--disk", img + ",readonly"}, "/dev/kvm"}, // parsed fine, fails at KVM
 		{[]string{"--disk", ""}, "missing image path"},
 		{[]string{"--disk", "img,bogus=1"}, "--disk"},
 		{[]string{"--net", "nope"}, "--net"},

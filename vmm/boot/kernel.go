@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+
+	"golang.org/x/sys/unix"
 
 	"godvm/guestmem"
 	"godvm/vmm/layout"
@@ -52,23 +55,68 @@ type Kernel struct {
 	CmdlineMax int
 	// InitrdAddrMax is the highest address the initrd may end at (inclusive).
 	InitrdAddrMax uint64
+
+	unmap func() error // releases ReadKernel's mapping
 }
 
 // ErrNotKernel is wrapped by Parse errors for files that are neither a
 // 64-bit x86 ELF nor a bzImage.
 var ErrNotKernel = errors.New("not an x86-64 Linux kernel (expected an ELF64 x86-64 vmlinux or a bzImage with a 64-bit entry)")
 
-// ReadKernel reads and parses a kernel file.
+// ReadKernel maps and parses a kernel file. The mapping (read-only, shared
+// with the page cache: a vmlinux with debug information can be hundreds of
+// MiB) backs the segments until Close.
 func ReadKernel(path string) (*Kernel, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	if st.IsDir() {
+		return nil, fmt.Errorf("kernel %s: is a directory", path)
+	}
+	if st.Size() == 0 {
+		return nil, fmt.Errorf("kernel %s: %w: the file is empty", path, ErrNotKernel)
+	}
+	var data []byte
+	var unmap func() error
+	if st.Mode().IsRegular() && st.Size() <= 1<<40 {
+		data, err = unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+		if err == nil {
+			m := data
+			unmap = func() error { return unix.Munmap(m) }
+		}
+	}
+	if data == nil { // not mappable (a pipe, say): read it
+		if data, err = io.ReadAll(f); err != nil {
+			return nil, fmt.Errorf("kernel: %w", err)
+		}
+	}
 	k, err := Parse(data)
 	if err != nil {
+		if unmap != nil {
+			unmap()
+		}
 		return nil, fmt.Errorf("kernel %s: %w", path, err)
 	}
+	k.unmap = unmap
 	return k, nil
+}
+
+// Close releases the file mapping behind the segments; k cannot be loaded
+// afterwards.
+func (k *Kernel) Close() error {
+	k.Segments = nil
+	if k.unmap == nil {
+		return nil
+	}
+	err := k.unmap()
+	k.unmap = nil
+	return err
 }
 
 // Parse recognises an ELF vmlinux or a bzImage. data must stay unchanged

@@ -42,7 +42,7 @@ type Device struct {
 	cmdSts   uint32
 	grp      []grpCfg
 	wqs      []*workQueue
-	msixPerm []uint32
+	msixPerm []atomic.Uint32 // read by engines (Ignore bit)
 	bme      bool
 	pasidEn  bool
 	groups   []*group // running engines (device Enabled)
@@ -101,16 +101,20 @@ func New(mem *guestmem.Memory, cfg Config, intr Interrupter) (*Device, error) {
 	for i := range d.wqs {
 		d.wqs[i] = newWorkQueue(i)
 	}
-	d.msixPerm = make([]uint32, cfg.Vectors())
+	d.msixPerm = make([]atomic.Uint32, cfg.Vectors())
 	d.exec = executor{
 		mem: mem, intr: intr, vectors: cfg.Vectors(), version: cfg.Version,
 		swerr: d.reportSWErr, drain: d.drainBefore, opcap: d.opCap[0], readbackCap: true,
+		ignored: func(v int) bool { return d.msixPerm[v].Load()&msixPermIgnore != 0 },
 	}
 	d.resetLocked()
 	return d, nil
 }
 
-const totalReadBufs = 64
+const (
+	totalReadBufs  = 64
+	msixPermIgnore = 1 << 2 // MSIXPERM: interrupts through this entry are not generated
+)
 
 // Config returns the device's shape.
 func (d *Device) Config() Config { return d.cfg }
@@ -186,7 +190,7 @@ func (d *Device) resetLocked() {
 		w.mu.Unlock()
 	}
 	for i := range d.msixPerm {
-		d.msixPerm[i] = 0
+		d.msixPerm[i].Store(0)
 	}
 	d.irqMu.Lock()
 	d.intCause = 0
@@ -368,7 +372,7 @@ func (d *Device) readDword(off uint64) uint32 {
 		return half(d.swErr[(off-RegSWErr)/8], off)
 	case off >= MSIXPermOffset && off < MSIXPermOffset+8*uint64(len(d.msixPerm)):
 		if (off-MSIXPermOffset)%8 == 0 {
-			return d.msixPerm[(off-MSIXPermOffset)/8]
+			return d.msixPerm[(off-MSIXPermOffset)/8].Load()
 		}
 	case off >= GRPCFGOffset && off < GRPCFGOffset+GRPCFGSize*uint64(len(d.grp)):
 		g := &d.grp[(off-GRPCFGOffset)/GRPCFGSize]
@@ -415,7 +419,7 @@ func (d *Device) writeDword(off uint64, v, mask uint32) {
 	case off >= MSIXPermOffset && off < MSIXPermOffset+8*uint64(len(d.msixPerm)):
 		if (off-MSIXPermOffset)%8 == 0 {
 			i := (off - MSIXPermOffset) / 8
-			d.msixPerm[i] = merge(d.msixPerm[i], v, mask, 0xfffff00c)
+			d.msixPerm[i].Store(merge(d.msixPerm[i].Load(), v, mask, 0xfffff00c))
 		}
 	case off >= GRPCFGOffset && off < GRPCFGOffset+GRPCFGSize*uint64(len(d.grp)):
 		if d.state != StateDisabled {

@@ -51,8 +51,9 @@ type executor struct {
 	intr        Interrupter // nil: no interrupts
 	vectors     int
 	version     uint32
-	swerr       func(SWError) // nil: dropped
-	drain       func(w *work) // waits for earlier descriptors (Drain op); nil: no-op
+	swerr       func(SWError)    // nil: dropped
+	drain       func(w *work)    // waits for earlier descriptors (Drain op); nil: no-op
+	ignored     func(v int) bool // MSIXPERM Ignore; nil: none ignored
 	opcap       uint64
 	readbackCap bool
 }
@@ -632,7 +633,8 @@ func (x *executor) complete(w *work, d *desc, batchIdx int, c *completion) {
 			}
 		}
 	}
-	if d.flags&FlagRCI != 0 && st != StatusIntHandle && x.intr != nil && !w.ims && int(d.handle) < x.vectors {
+	if d.flags&FlagRCI != 0 && st != StatusIntHandle && x.intr != nil && !w.ims && int(d.handle) < x.vectors &&
+		(x.ignored == nil || !x.ignored(int(d.handle))) {
 		x.intr.Notify(int(d.handle))
 	}
 }

@@ -489,6 +489,14 @@ func TestNoopCacheFlushAndInterrupts(t *testing.T) {
 	if r.cr(crA).status != StatusSuccess || r.intr.count(1) != 1 {
 		t.Fatalf("noop: CR %+v, vector 1 fired %d times", r.cr(crA), r.intr.count(1))
 	}
+	// MSIXPERM Ignore suppresses the interrupt (the record is still written).
+	r.w32(MSIXPermOffset+8, msixPermIgnore)
+	clear(r.ram[crA : crA+32])
+	r.run(d)
+	if r.cr(crA).status != StatusSuccess || r.intr.count(1) != 1 {
+		t.Fatalf("ignored entry: CR %+v, vector 1 fired %d times", r.cr(crA), r.intr.count(1))
+	}
+	r.w32(MSIXPermOffset+8, 0)
 	// Invalid interrupt handle: status 0x19, no interrupt.
 	clear(r.ram[crA : crA+32])
 	put16(d, 36, 9)

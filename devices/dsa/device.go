@@ -1,13 +1,3 @@
-// Package dsa is a software Intel Data Streaming Accelerator (DSA 1.0, as on
-// Sapphire Rapids, PCI 8086:0b25) that the unmodified Linux idxd driver,
-// accel-config and dmatest use as they would use the hardware. The register
-// map is in regs.go, the command state machine here, the work-submission
-// portals in portal.go, the engines in engine.go and the descriptor
-// operations in exec.go. See /work/shared/reference/dsa-model.md.
-//
-// The model is independent of KVM: BAR0() and Portals() are bus.Devices that
-// a VMM maps at the BAR addresses and a vfio-user server serves as regions;
-// interrupts leave through an Interrupter (the MSI-X model).
 package dsa
 
 import (

@@ -338,3 +338,47 @@ func BenchmarkMappedPortal(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "desc/s")
 }
+
+// TestListenReconnect: the server outlives a client; the next client gets
+// the same device (state kept, memory and interrupts of the first gone).
+func TestListenReconnect(t *testing.T) {
+	dev, _ := testdev.New(false)
+	defer dev.Close()
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- vfiouser.NewServer(dev, quiet).Listen(l) }()
+	c1, err := vfiouser.Dial(sock, vfiouser.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, _ := platform.NewEventFD()
+	defer ev.Close()
+	c1.SetIRQs(vfio.PCIMSIXIRQIndex, 0, []int{ev.Fd()})
+	c1.WriteRegion(0, testdev.RegScratch, binary.LittleEndian.AppendUint64(nil, 42))
+	c1.Close()
+	c2, err := vfiouser.Dial(sock, vfiouser.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	var b [8]byte
+	if err := c2.ReadRegion(0, testdev.RegScratch, b[:]); err != nil || binary.LittleEndian.Uint64(b[:]) != 42 {
+		t.Fatalf("scratch after reconnect %d, %v", binary.LittleEndian.Uint64(b[:]), err)
+	}
+	// The first client's eventfd was closed on the server side: an
+	// interrupt now reaches nobody.
+	d := testdev.Descriptor(0, 0, 0, 0, testdev.FlagRCI)
+	c2.WriteRegion(testdev.PortalBAR, 0, d[:])
+	if n, _ := ev.Read(); n != 0 {
+		t.Fatal("a disconnected client's eventfd was signalled")
+	}
+	l.Close()
+	c2.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -14,7 +14,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "godvm bench  %s  host %s (%d CPUs, %s), kernel %s, KVM %s, runs %d%s\n\n",
 		r.Started.Format("2006-01-02 15:04 UTC"), r.Host.Hostname, r.Host.CPUs, r.Host.CPUModel,
 		r.Host.Kernel, r.Host.KVM, r.Runs, map[bool]string{true: " (quick)"}[r.Quick])
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tmetric\tunit\tmedian\tmin\tmax\truns\t")
 	for _, s := range r.Scenarios {
 		if s.Status != StatusOK {

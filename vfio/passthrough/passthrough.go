@@ -43,6 +43,9 @@ type Device struct {
 	msixDev  uint16 // MSI-X capability offset in the device's config space (0: none)
 	msixVirt uint16 // the same capability in vcs
 	cfgSize  uint64
+	// nextOverride replaces capability-list pointer bytes (offset -> value)
+	// so the guest does not see the MSI capability: only MSI-X is wired.
+	nextOverride map[uint32]byte
 
 	mu      sync.Mutex
 	bars    [pci.NumBARs]*bar
@@ -125,6 +128,7 @@ func New(p *platform.Platform, dev vfio.Device, name string) (*Device, error) {
 		SubsysVendor: le.Uint16(hdr[0x2c:]), SubsysID: le.Uint16(hdr[0x2e:]), InterruptPin: hdr[0x3d],
 	})
 	d.vcs.OnBARChange = d.barChanged
+	d.hideMSI(hdr[:])
 	if err := d.setupMSIX(hdr[:]); err != nil {
 		return nil, err
 	}
@@ -152,6 +156,31 @@ func (d *Device) findCap(hdr []byte, id byte) uint16 {
 		off = uint16(c[1] &^ 3)
 	}
 	return 0
+}
+
+// hideMSI unlinks MSI capabilities from the list the guest walks.
+func (d *Device) hideMSI(hdr []byte) {
+	if binary.LittleEndian.Uint16(hdr[6:])&0x10 == 0 {
+		return
+	}
+	ptr := uint32(0x34) // where the pointer to the current capability lives
+	off := uint32(hdr[0x34] &^ 3)
+	for n := 0; off >= 0x40 && n < 48; n++ {
+		var c [2]byte
+		if d.dev.ReadRegion(vfio.PCIConfigRegionIndex, uint64(off), c[:]) != nil {
+			return
+		}
+		next := uint32(c[1] &^ 3)
+		if c[0] == pci.CapMSI {
+			if d.nextOverride == nil {
+				d.nextOverride = map[uint32]byte{}
+			}
+			d.nextOverride[ptr] = byte(next) // the previous pointer skips it
+		} else {
+			ptr = off + 1
+		}
+		off = next
+	}
 }
 
 func (d *Device) setupMSIX(hdr []byte) error {
@@ -414,6 +443,16 @@ func (d *Device) configAccess(off uint32, data []byte, write bool) {
 			j++
 		}
 		part := data[i:j]
+		if !virt && !write && len(d.nextOverride) > 0 {
+			d.dev.ReadRegion(vfio.PCIConfigRegionIndex, uint64(o), part)
+			for k := range part {
+				if v, ok := d.nextOverride[o+uint32(k)]; ok {
+					part[k] = v
+				}
+			}
+			i = j
+			continue
+		}
 		switch {
 		case virt && write:
 			d.vcs.ConfigWrite(v, part)

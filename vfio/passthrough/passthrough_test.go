@@ -241,10 +241,12 @@ func newFakeDev() *fakeDev {
 	le.PutUint32(f.cfg[0x10:], 0) // BAR0: 32-bit memory
 	le.PutUint32(f.cfg[0x18:], 0xc)
 	f.cfg[0x34] = 0x40
-	f.cfg[0x40], f.cfg[0x41] = pci.CapMSIX, 0
-	le.PutUint16(f.cfg[0x42:], 3)      // 4 vectors
-	le.PutUint32(f.cfg[0x44:], 0x1002) // table: BAR2 + 0x1000
-	le.PutUint32(f.cfg[0x48:], 0x1802) // PBA: BAR2 + 0x1800
+	f.cfg[0x40], f.cfg[0x41] = pci.CapMSIX, 0x50
+	f.cfg[0x50], f.cfg[0x51] = pci.CapMSI, 0x60 // hidden from the guest
+	f.cfg[0x60], f.cfg[0x61] = 0x09, 0          // vendor-specific, stays
+	le.PutUint16(f.cfg[0x42:], 3)               // 4 vectors
+	le.PutUint32(f.cfg[0x44:], 0x1002)          // table: BAR2 + 0x1000
+	le.PutUint32(f.cfg[0x48:], 0x1802)          // PBA: BAR2 + 0x1800
 	return f
 }
 
@@ -322,6 +324,15 @@ func TestMSIXPagesStayTrapped(t *testing.T) {
 	if b[0] != 0x55 {
 		t.Fatalf("table data %x", b)
 	}
+	// The guest's capability walk: MSI-X, then vendor-specific; MSI skipped.
+	var caps []byte
+	for off := uint32(root.Device(1).(*Device).cfgByte(0x34)); off != 0; {
+		caps = append(caps, root.Device(1).(*Device).cfgByte(off))
+		off = uint32(root.Device(1).(*Device).cfgByte(off + 1))
+	}
+	if string(caps) != string([]byte{pci.CapMSIX, 0x09}) {
+		t.Fatalf("capability IDs seen by the guest: % x", caps)
+	}
 	// Enabling MSI-X hands the 4 vectors' eventfds to the device.
 	root.ConfigWrite(0, 1, 0, 0x42, []byte{0, 0x80})
 	if len(fd.irqs) != 1 || len(fd.irqs[0]) != 4 || fd.irqs[0][0] != fp.Vectors[0].EventFD().Fd() {
@@ -331,4 +342,10 @@ func TestMSIXPagesStayTrapped(t *testing.T) {
 	if len(fd.irqs) != 2 || fd.irqs[1] != nil {
 		t.Fatalf("disable: SetIRQs calls %v", fd.irqs)
 	}
+}
+
+func (d *Device) cfgByte(off uint32) byte {
+	var b [1]byte
+	d.ConfigRead(off, b[:])
+	return b[0]
 }

@@ -27,7 +27,11 @@ type workQueue struct {
 	gen          uint64 // bumped by Abort WQ: older descriptors are discarded
 	seq          uint64
 	pasidAbort   map[uint32]uint64 // PASID -> seq below which descriptors are discarded
-	occIntGen    bool
+	// Drain/Abort wait only for the descriptors accepted before the
+	// command: each is counted in the epoch it was accepted in.
+	epoch       uint64
+	outstanding map[uint64]int
+	occIntGen   bool
 }
 
 func newWorkQueue(id int) *workQueue {
@@ -147,7 +151,7 @@ func (d *Device) submit(wqi, page int, data *[64]byte, kind bus.WideKind) bool {
 		}
 		return false
 	}
-	it := work{desc: *data, p: p, ims: page >= PortalUnlimitedIMS, gen: w.gen, seq: w.seq}
+	it := work{desc: *data, p: p, ims: page >= PortalUnlimitedIMS, gen: w.gen, seq: w.seq, epoch: w.epoch}
 	w.seq++
 	if p.dedicated {
 		it.pasid, it.priv = p.pasid, p.priv
@@ -161,6 +165,10 @@ func (d *Device) submit(wqi, page int, data *[64]byte, kind bus.WideKind) bool {
 	select {
 	case w.group.ch <- it:
 		w.occupancy++
+		if w.outstanding == nil {
+			w.outstanding = map[uint64]int{}
+		}
+		w.outstanding[w.epoch]++
 		return true
 	default:
 		// Cannot happen (the channel holds the group's total WQ size), but
@@ -174,8 +182,7 @@ func (d *Device) runWork(it *work, buf *[]byte) {
 	w := d.wqs[it.p.id]
 	w.mu.Lock()
 	if it.gen != w.gen || (w.pasidAbort != nil && it.seq < w.pasidAbort[it.pasid]) {
-		w.occupancy--
-		w.cond.Broadcast()
+		w.retire(it)
 		w.mu.Unlock()
 		return // aborted: no completion record, no interrupt
 	}
@@ -192,9 +199,38 @@ func (d *Device) runWork(it *work, buf *[]byte) {
 	if it.isDrn {
 		w.activeDrains--
 	}
-	w.occupancy--
-	w.cond.Broadcast()
+	w.retire(it)
 	w.mu.Unlock()
+}
+
+// retire accounts for a descriptor that left the WQ (w.mu held).
+func (w *workQueue) retire(it *work) {
+	w.occupancy--
+	if n := w.outstanding[it.epoch] - 1; n > 0 {
+		w.outstanding[it.epoch] = n
+	} else {
+		delete(w.outstanding, it.epoch)
+	}
+	w.cond.Broadcast()
+}
+
+// waitEarlierLocked starts a new epoch and waits until every descriptor
+// accepted before it has left the WQ (w.mu held; released while waiting).
+func (w *workQueue) waitEarlierLocked() {
+	w.epoch++
+	for {
+		busy := false
+		for e := range w.outstanding {
+			if e < w.epoch {
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			return
+		}
+		w.cond.Wait()
+	}
 }
 
 // drainBefore is the Drain descriptor: it completes after the descriptors
@@ -213,12 +249,11 @@ func (d *Device) drainBefore(it *work) {
 	w.mu.Unlock()
 }
 
-// drain waits until every accepted descriptor has completed.
+// drain waits until every descriptor accepted before it has completed
+// (descriptors submitted meanwhile are not waited for).
 func (w *workQueue) drain() {
 	w.mu.Lock()
-	for w.occupancy > 0 {
-		w.cond.Wait()
-	}
+	w.waitEarlierLocked()
 	w.mu.Unlock()
 }
 
@@ -227,9 +262,7 @@ func (w *workQueue) drain() {
 func (w *workQueue) abort() {
 	w.mu.Lock()
 	w.gen++
-	for w.occupancy > 0 {
-		w.cond.Wait()
-	}
+	w.waitEarlierLocked()
 	w.mu.Unlock()
 }
 

@@ -65,6 +65,7 @@ type work struct {
 	ims    bool // came through an IMS portal
 	gen    uint64
 	seq    uint64
+	epoch  uint64
 	pasid  uint32
 	priv   bool
 	isDrn  bool

@@ -178,6 +178,23 @@ qargs+=(-virtfs "local,path=$run,mount_tag=run,security_model=none")
 [[ $share_usr == 1 ]] && addshare /usr ro
 for d in "${roshares[@]}"; do addshare "$d" ro; done
 addshare "$(pwd -P)" rw
+# A program named by a path outside the shares (e.g. the test binary that
+# `go test -exec run-in-nested-kvm.sh` passes from its /tmp/go-build* directory) gets its
+# directory shared read-only.
+if [[ $1 == */* && -f $1 ]]; then
+	bindir=$(dirname "$(realpath -e -- "$1")")
+	case $bindir/ in
+	"$(pwd -P)"/* | /usr/*) ;;
+	*) addshare "$bindir" ro ;;
+	esac
+fi
+# The test kernel and initrd named by the Makefile's variables come along read-only.
+for v in GODVM_TEST_KERNEL GODVM_TEST_INITRD; do
+	[[ -n ${!v:-} && -f ${!v} ]] && addshare "$(dirname "$(realpath -e -- "${!v}")")" ro
+done
+# Mount parents before children: shorter paths first.
+awk '{print length($2), $0}' "$run/shares" | sort -n -s | cut -d' ' -f2- >"$run/shares.sorted"
+mv "$run/shares.sorted" "$run/shares"
 for d in "${shares[@]}"; do addshare "$d" rw; done
 
 # Serial ports: ttyS0 kernel console, ttyS1 the command's stdout, ttyS2 its stderr.

@@ -715,3 +715,66 @@ func TestFenceReservedOutsideBatchButAllowedInside(t *testing.T) {
 		t.Fatal("fenced members in a batch")
 	}
 }
+
+func TestDIFFlags(t *testing.T) {
+	r := opsRig(t)
+	const bs = 520
+	fillRand(r.ram[srcA:srcA+2*bs], 13)
+	d := newDesc(OpDIFInsert, rcr, crA, srcA, dstA, 2*bs)
+	d[42] = 1 // 520-byte blocks
+	d[41] = difDstAppInc
+	put32(d, 56, 0x10)
+	put16(d, 62, 0x0a00)
+	r.run(d)
+	if c := r.cr(crA); c.status != StatusSuccess {
+		t.Fatalf("insert %+v", c)
+	}
+	blk1 := r.ram[dstA+bs+8:]
+	if binary.BigEndian.Uint16(blk1[bs+2:]) != 0x0a01 || binary.BigEndian.Uint32(blk1[bs+4:]) != 0x11 {
+		t.Fatalf("incrementing app tag / ref tag % x", blk1[bs:bs+8])
+	}
+	check := func(src byte, app, mask uint16, ref uint32) crec {
+		clear(r.ram[crA : crA+32])
+		d := newDesc(OpDIFCheck, rcr, crA, dstA, 0, 2*(bs+8))
+		d[40], d[42] = src, 1
+		put32(d, 48, ref)
+		put16(d, 52, mask)
+		put16(d, 54, app)
+		r.run(d)
+		return r.cr(crA)
+	}
+	if c := check(difSrcAppInc, 0x0a00, 0, 0x10); c.status != StatusSuccess {
+		t.Fatalf("check incrementing app tag %+v", c)
+	}
+	if c := check(0, 0x0a00, 0, 0x10); c.status != StatusDIFErr || c.result != difStatusApp || c.bytes != bs+8 {
+		t.Fatalf("fixed app tag on incrementing data %+v", c)
+	}
+	if c := check(0, 0x0a00, 0x000f, 0x10); c.status != StatusSuccess {
+		t.Fatalf("masked app tag bits %+v", c)
+	}
+	if c := check(difSrcRefFixed|difSrcAppInc, 0x0a00, 0, 0x10); c.status != StatusDIFErr || c.result != difStatusRef {
+		t.Fatalf("fixed ref tag on incrementing data %+v", c)
+	}
+	// App tag 0xFFFF escape: block 1 is not checked at all.
+	binary.BigEndian.PutUint16(blk1[bs+2:], 0xffff)
+	blk1[0] ^= 1 // and its guard is now wrong
+	if c := check(difSrcAppInc|difSrcAppFDet, 0x0a00, 0, 0x10); c.status != StatusSuccess {
+		t.Fatalf("app tag F detect %+v", c)
+	}
+	if c := check(difSrcAppInc, 0x0a00, 0, 0x10); c.status != StatusDIFErr || c.result&difStatusGuard == 0 {
+		t.Fatalf("without F detect %+v", c)
+	}
+	blk1[0] ^= 1
+	binary.BigEndian.PutUint16(blk1[bs+2:], 0x0a01)
+	// Update with guard, app and ref pass-through copies the source PI.
+	clear(r.ram[crA : crA+32])
+	d = newDesc(OpDIFUpdate, rcr, crA, dstA, dst2A, 2*(bs+8))
+	d[40], d[41], d[42] = difSrcAppInc, difDstGuardPass|difDstAppPass|difDstRefPass, 1
+	put32(d, 48, 0x10)
+	put16(d, 54, 0x0a00)
+	put32(d, 56, 0x999)
+	r.run(d)
+	if c := r.cr(crA); c.status != StatusSuccess || !bytes.Equal(r.ram[dst2A:dst2A+2*(bs+8)], r.ram[dstA:dstA+2*(bs+8)]) {
+		t.Fatalf("pass-through update %+v", c)
+	}
+}

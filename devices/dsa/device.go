@@ -1,7 +1,6 @@
 package dsa
 
 import (
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math/bits"
@@ -685,11 +684,4 @@ func (d *Device) wqCommand(code, operand uint32) uint32 {
 		}
 	}
 	return CmdStsOK
-}
-
-// Registers returns a snapshot of a 64-bit register (tests, diagnostics).
-func (d *Device) readQword(off uint64) uint64 {
-	var b [8]byte
-	d.BAR0().Read(off, b[:])
-	return binary.LittleEndian.Uint64(b[:])
 }

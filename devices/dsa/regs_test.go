@@ -403,3 +403,43 @@ func TestInterruptRegisters(t *testing.T) {
 		t.Fatalf("MSIXPERM hole %#x", v)
 	}
 }
+
+func TestDSA2OPCFG(t *testing.T) {
+	r := newRig(t, Config{WQs: 2, WQSize: 32, Groups: 1, Engines: 1, Version: 0x200})
+	if r.d.wqcfgSize != 64 {
+		t.Fatal("WQCFG entry size")
+	}
+	r.configWQ(0, 16, 0, kernelDWQ, 21, 5)
+	// OPCFG: only NOOP and MEMMOVE; bits outside OPCAP are not writable.
+	r.w32(r.wqcfgOff(0)+32, 1<<OpNOOP|1<<OpMemMove|1<<0x0a)
+	r.w32(r.wqcfgOff(0)+36, 0xffffffff)
+	if v := r.r32(r.wqcfgOff(0) + 32); v != 1<<OpNOOP|1<<OpMemMove {
+		t.Fatalf("OPCFG[0] %#x", v)
+	}
+	if v := r.r32(r.wqcfgOff(0) + 36); v != OpCapDSA1>>32 {
+		t.Fatalf("OPCFG[1] %#x", v)
+	}
+	r.w32(r.wqcfgOff(0)+36, 0)
+	r.configGroup(0, 1, 1)
+	if st := r.cmd(CmdEnableDevice, 0); st != 0 {
+		t.Fatal(st)
+	}
+	if st := r.cmd(CmdEnableWQ, 0); st != 0 {
+		t.Fatal(st)
+	}
+	r.run(newDesc(OpFill, rcr, crA, 0, dstA, 64))
+	if c := r.cr(crA); c.status != StatusBadOpcode {
+		t.Fatalf("fill with OPCFG excluding it: %#x", c.status)
+	}
+	clear(r.ram[crA : crA+32])
+	r.run(newDesc(OpMemMove, rcr, crA, srcA, dstA, 64))
+	if c := r.cr(crA); c.status != StatusSuccess {
+		t.Fatalf("memmove: %#x", c.status)
+	}
+	// OPCFG is locked while the WQ is enabled; occupancy limit (dword 5) is not.
+	r.w32(r.wqcfgOff(0)+32, 0xffffffff)
+	r.w32(r.wqcfgOff(0)+20, 1<<16|5)
+	if r.r32(r.wqcfgOff(0)+32) != 1<<OpNOOP|1<<OpMemMove || r.r32(r.wqcfgOff(0)+20) != 1<<16|5 {
+		t.Fatal("WQCFG lock rules")
+	}
+}

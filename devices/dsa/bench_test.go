@@ -3,6 +3,7 @@ package dsa
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -142,6 +143,25 @@ func BenchmarkLatency(b *testing.B) {
 			r.Wait()
 		})
 	}
+	// The same with the poller yielding its P: the engine goroutine then
+	// runs on the submitter's thread, so this is the model's own cost
+	// without an OS thread wake-up (which dominates the busy-poll numbers
+	// on a loaded host).
+	b.Run("noop-yield", func(b *testing.B) {
+		d := newDesc(OpNOOP, FlagCRAV|FlagRCR, 60<<20, 0, 0, 0)
+		for b.Loop() {
+			ram[60<<20] = 0
+			r.Submit(d)
+			for {
+				v, _ := mem.LoadU32Acquire(60 << 20)
+				if v&0xff != 0 {
+					break
+				}
+				runtime.Gosched()
+			}
+		}
+		r.Wait()
+	})
 	b.Run("execute-sync-noop", func(b *testing.B) {
 		d := newDesc(OpNOOP, FlagCRAV|FlagRCR, 60<<20, 0, 0, 0)
 		for b.Loop() {

@@ -41,6 +41,7 @@ type Device struct {
 	swErr    [4]uint64
 
 	msixTable, msixPBA bus.Device
+	closers            []func()
 	exec               executor
 }
 
@@ -156,12 +157,18 @@ func (d *Device) Reset() {
 	d.resetLocked()
 }
 
-// Close stops the engines.
+// Close stops the engines and releases what the PCI glue attached (the
+// MSI-X vectors of a Function). Safe to call more than once.
 func (d *Device) Close() {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.stopAllLocked(true)
 	d.state = StateDisabled
+	closers := d.closers
+	d.closers = nil
+	d.mu.Unlock()
+	for _, f := range closers {
+		f()
+	}
 }
 
 // resetLocked puts every register to its reset value (SPEC Table 9-3).

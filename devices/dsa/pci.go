@@ -54,6 +54,7 @@ func NewFunction(p *platform.Platform, irq platform.Interrupts, cfg Config) (*Fu
 	}
 	d.SetMSIX(m.Table(), m.PBA())
 	d.SetInterrupter(m)
+	d.closers = append(d.closers, func() { m.Close() })
 	if err := cs.SetBAR(0, pci.BAR{Type: pci.BARMem64, Size: BAR0Size, Prefetchable: true, Dev: d.BAR0()}); err != nil {
 		m.Close()
 		return nil, err
@@ -77,10 +78,10 @@ func NewFunction(p *platform.Platform, irq platform.Interrupts, cfg Config) (*Fu
 	return &Function{ConfigSpace: cs, Dev: d, MSIX: m}, nil
 }
 
-// Close stops the engines and frees the MSI-X vectors.
+// Close stops the engines and frees the MSI-X vectors (Dev.Close does the same).
 func (f *Function) Close() error {
 	f.Dev.Close()
-	return f.MSIX.Close()
+	return nil
 }
 
 // AddPCI creates a DSA with shape cfg and adds it to root (the vmm's --dsa).

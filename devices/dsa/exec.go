@@ -464,11 +464,15 @@ func (x *executor) createDelta(d *desc, c *completion) {
 		return
 	}
 	rec, maxRec := d.u64(40), uint64(d.u32(48))
-	if maxRec < 80 || maxRec%deltaEntry != 0 || maxRec > n/8*deltaEntry+deltaEntry {
+	if maxRec < 80 || maxRec%deltaEntry != 0 {
 		c.status = StatusDeltaSize
 		return
 	}
 	a, b := d.a16, d.a24
+	if (a|b|rec)&7 != 0 { // sources and delta record are 8-byte aligned
+		c.status = StatusAddrAlign
+		return
+	}
 	if na := validPrefix(m, a, n); na < n {
 		c.pageFault(a+na, false, 0)
 		return

@@ -328,6 +328,7 @@ func TestDelta(t *testing.T) {
 		{func() *[64]byte { d := newDesc(OpCRDelta, rcr, crA, srcA, dstA, 12); put32(d, 48, 80); return d }(), StatusXferSize},
 		{func() *[64]byte { d := newDesc(OpCRDelta, rcr, crA, srcA, dstA, 64); put32(d, 48, 85); return d }(), StatusDeltaSize},
 		{func() *[64]byte { d := newDesc(OpAPDelta, rcr, crA, rec, dst2A, n); put32(d, 40, 15); return d }(), StatusDeltaSize},
+		{func() *[64]byte { d := newDesc(OpCRDelta, rcr, crA, srcA+4, dstA, 64); put32(d, 48, 80); return d }(), StatusAddrAlign},
 	} {
 		clear(r.ram[crA : crA+32])
 		r.run(tc.d)

@@ -16,11 +16,22 @@ var dmatestSummary = regexp.MustCompile(`(dma\d+chan\d+)-copy\d+: summary (\d+) 
 // scenario: the stock idxd driver configured as accel-config would, dmatest
 // on the kernel dedicated WQ, fill and batch through dmaengine, WQ
 // disable/re-enable, a second WQ in another group and the device unbind.
+// Two shapes: a Sapphire Rapids-like DSA 1.0 and a small DSA 2.0 (64-byte
+// WQCFG entries with per-WQ operation configuration).
 func TestDSA(t *testing.T) {
+	for _, shape := range []string{
+		"wqs=8,wq-size=128,groups=4,engines=4,version=1.0",
+		"wqs=2,wq-size=32,groups=2,engines=2,version=2.0",
+	} {
+		t.Run(shape, func(t *testing.T) { testDSA(t, shape) })
+	}
+}
+
+func testDSA(t *testing.T, shape string) {
 	out := bootAgent(t, agentRun{
 		Scenarios: []string{"dsa"},
 		CPUs:      2,
-		Args:      []string{"--dsa", "wqs=8,wq-size=128,groups=4,engines=4,version=1.0"},
+		Args:      []string{"--dsa", shape},
 		Timeout:   300 * time.Second,
 	})
 	out.wantStatus(t, 0)

@@ -54,17 +54,19 @@ func (d *Device) cmdStatus() uint32 {
 	return d.cmdSts
 }
 
-// Submit queues one descriptor, waiting while the WQ is full.
+// Submit queues one descriptor, waiting while the WQ is full (so the device
+// never sees a submission to a full WQ, as with the kernel driver, which
+// bounds its descriptors by the WQ size).
 func (r *Runner) Submit(desc *[64]byte) {
 	w := r.d.wqs[0]
-	for !r.d.Portals().Write64B(PortalPage, desc, bus.MOVDIR64B) {
+	for {
 		w.mu.Lock()
 		for w.occupancy >= RunnerWQSize && w.enabled {
 			w.cond.Wait()
 		}
 		en := w.enabled
 		w.mu.Unlock()
-		if !en {
+		if !en || r.d.Portals().Write64B(PortalPage, desc, bus.MOVDIR64B) {
 			return
 		}
 	}

@@ -49,8 +49,13 @@ func TestMain(m *testing.M) {
 }
 
 // godvmBinary builds cmd/godvm once per test run and returns its path.
+// GODVM_BINARY names a prebuilt binary instead (for running the compiled
+// tests where there is no Go toolchain, e.g. inside images/nested).
 func godvmBinary(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv("GODVM_BINARY"); p != "" {
+		return p
+	}
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "godvm-e2e-")
 		if buildErr != nil {

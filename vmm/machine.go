@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"godvm/devices/bus"
 	"godvm/devices/pci"
@@ -79,11 +81,17 @@ func New(cfg Config) (*Machine, error) {
 		}
 		return nil, err
 	}
+	if m.kernel.Format == boot.FormatBzImage && cfg.SystemMap != "" && !strings.Contains(m.cmdline, "nokaslr") {
+		cfg.Log.Warn("a bzImage randomises its address (KASLR): add nokaslr to --cmdline for --system-map to name RIPs")
+	}
+	t0 := time.Now()
 	if err := m.build(); err != nil {
 		m.kernel.Close()
 		m.Close()
 		return nil, err
 	}
+	cfg.Log.Debug("machine built", "took", time.Since(t0), "cpus", cfg.CPUs, "memory_mib", cfg.Memory>>20,
+		"kernel", m.kernel.Format.String(), "initrd_at", fmt.Sprintf("%#x", m.initrd.addr), "acpi", m.rsdp != 0)
 	return m, nil
 }
 

@@ -7,10 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"godvm/devices/bus"
 	"godvm/devices/platform"
 	"godvm/vmm/layout"
+	"godvm/vmm/legacy"
 	"godvm/vmm/sysmap"
 )
 
@@ -308,4 +310,30 @@ func TestProfileAndRecent(t *testing.T) {
 	if m.recent(&vcpu{}) != "" {
 		t.Error("no samples")
 	}
+}
+
+// Console input reaches the UART in order, waiting while its buffer is full.
+func TestPumpInput(t *testing.T) {
+	s := legacy.NewSerial(&bytes.Buffer{}, nil)
+	in := bytes.Repeat([]byte("0123456789"), legacy.SerialRXMax/10+50)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { pumpInput(bytes.NewReader(in), s, stop); close(done) }()
+	var got []byte
+	b := []byte{0}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < len(in) && time.Now().Before(deadline) {
+		s.Read(5, b) // LSR
+		if b[0]&1 == 0 {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		s.Read(0, b)
+		got = append(got, b[0])
+	}
+	<-done
+	if !bytes.Equal(got, in) {
+		t.Fatalf("got %d bytes, want %d (first difference matters)", len(got), len(in))
+	}
+	close(stop)
 }

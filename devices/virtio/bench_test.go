@@ -2,7 +2,10 @@ package virtio
 
 import (
 	"encoding/binary"
+	"sync/atomic"
 	"testing"
+
+	"godvm/devices/platform"
 )
 
 // benchBlk issues b.N requests of size bytes, depth at a time (one kick per
@@ -78,4 +81,40 @@ func BenchmarkNotifyLatency(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		r.req(BlkTGetID, 0, nil, 20)
 	}
+}
+
+// BenchmarkEventfdPingPong is the floor under BenchmarkNotifyLatency: two
+// threads bouncing a signal over a pair of eventfds with poll, the same
+// wake-ups a kick and its completion interrupt cost, with no device work.
+func BenchmarkEventfdPingPong(b *testing.B) {
+	ping, err := platform.NewEventFD()
+	if err != nil {
+		b.Fatal(err)
+	}
+	pong, err := platform.NewEventFD()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ping.Close()
+	defer pong.Close()
+	done := make(chan struct{})
+	var stop atomic.Bool
+	go func() {
+		defer close(done)
+		for {
+			if _, err := ping.Wait(-1); err != nil || stop.Load() {
+				return
+			}
+			pong.Signal()
+		}
+	}()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ping.Signal()
+		pong.Wait(-1)
+	}
+	b.StopTimer()
+	stop.Store(true)
+	ping.Signal()
+	<-done
 }

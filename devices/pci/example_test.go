@@ -11,7 +11,7 @@ import (
 // regs is a device's register file (BAR0 offsets 0..0xfff).
 type regs struct{ last uint64 }
 
-func (r *regs) Read(off uint64, data []byte) { clear(data) }
+func (r *regs) Read(off uint64, data []byte)  { clear(data) }
 func (r *regs) Write(off uint64, data []byte) { r.last = off }
 
 var _ bus.Device = (*regs)(nil)

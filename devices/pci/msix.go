@@ -67,7 +67,8 @@ type MSIX struct {
 	entries  []msixEntry
 	pending  []uint64
 	vecs     []platform.MSIVector
-	detached []bool // last masked state passed to Update
+	detached []bool                // last masked state passed to Update
+	lastMsg  []platform.MSIMessage // last message passed to Update
 	enabled  bool
 	fmask    bool
 }
@@ -91,6 +92,7 @@ func NewMSIX(irq platform.Interrupts, cs *ConfigSpace, cfg MSIXConfig) (*MSIX, e
 		pending:  make([]uint64, (cfg.Vectors+63)/64),
 		vecs:     make([]platform.MSIVector, cfg.Vectors),
 		detached: make([]bool, cfg.Vectors),
+		lastMsg:  make([]platform.MSIMessage, cfg.Vectors),
 	}
 	for i := range m.entries {
 		m.entries[i].ctl = msixVecMasked
@@ -214,10 +216,15 @@ func (m *MSIX) syncLocked(v int) {
 	e := &m.entries[v]
 	masked := m.maskedLocked(v)
 	msg := platform.MSIMessage{Addr: e.addr, Data: e.data}
-	if err := m.vecs[v].Update(msg, masked); err != nil {
-		slog.Warn("pci: MSI-X route update", "dev", m.cs.name, "vector", v, "err", err)
+	// Each Update costs the VMM a routing-table resubmission and an irqfd
+	// (de)assignment: skip the ones that change nothing. A masked vector's
+	// message does not matter until it is unmasked.
+	if masked != m.detached[v] || (!masked && msg != m.lastMsg[v]) {
+		if err := m.vecs[v].Update(msg, masked); err != nil {
+			slog.Warn("pci: MSI-X route update", "dev", m.cs.name, "vector", v, "err", err)
+		}
+		m.detached[v], m.lastMsg[v] = masked, msg
 	}
-	m.detached[v] = masked
 	bit := uint64(1) << (v % 64)
 	if !masked && m.pending[v/64]&bit != 0 {
 		m.pending[v/64] &^= bit

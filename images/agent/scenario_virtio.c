@@ -18,6 +18,8 @@
  * "GODVM-BLK-PATTRN"; e2e/virtio_test.go checks the same bytes.
  */
 #include <linux/bio.h>
+#include <linux/completion.h>
+#include <linux/ktime.h>
 #include <linux/blkdev.h>
 #include <linux/delay.h>
 #include <linux/device.h>
@@ -299,3 +301,99 @@ static int scenario_virtio_net(void)
 	return rx >= 3 && tx >= 3 ? 0 : -ETIMEDOUT;
 }
 GODVM_SCENARIO("virtio-net", scenario_virtio_net);
+
+/* ---- virtio-blk-bench: sequential throughput seen by the guest ---- */
+
+#define BENCH_BIO_PAGES	256			/* 1 MiB per bio */
+#define BENCH_BYTES	(64ULL << 20)		/* 64 MiB each way */
+
+static void bench_end_io(struct bio *bio)
+{
+	complete(bio->bi_private);
+}
+
+/* Writes or reads BENCH_BYTES from sector 0 with up to 8 bios in flight. */
+static int bench_pass(struct block_device *bdev, struct page **pages, bool write, u64 *ns)
+{
+	const int depth = 8;
+	struct completion done[8];
+	struct bio *bios[8] = {};
+	u64 off = 0, t0 = ktime_get_ns();
+	int i, slot = 0, ret = 0;
+
+	for (i = 0; i < depth; i++)
+		init_completion(&done[i]);
+	while (off < BENCH_BYTES) {
+		struct bio *bio;
+
+		if (bios[slot]) {
+			wait_for_completion(&done[slot]);
+			ret = ret ?: blk_status_to_errno(bios[slot]->bi_status);
+			bio_put(bios[slot]);
+			reinit_completion(&done[slot]);
+		}
+		bio = bio_alloc(bdev, BENCH_BIO_PAGES, write ? REQ_OP_WRITE : REQ_OP_READ, GFP_KERNEL);
+		bio->bi_iter.bi_sector = off >> SECTOR_SHIFT;
+		for (i = 0; i < BENCH_BIO_PAGES; i++)
+			__bio_add_page(bio, pages[i], PAGE_SIZE, 0);
+		bio->bi_private = &done[slot];
+		bio->bi_end_io = bench_end_io;
+		bios[slot] = bio;
+		submit_bio(bio);
+		off += BENCH_BIO_PAGES * PAGE_SIZE;
+		slot = (slot + 1) % depth;
+	}
+	for (i = 0; i < depth; i++) {
+		if (!bios[i])
+			continue;
+		wait_for_completion(&done[i]);
+		ret = ret ?: blk_status_to_errno(bios[i]->bi_status);
+		bio_put(bios[i]);
+	}
+	if (write && !ret)
+		ret = blkdev_issue_flush(bdev);
+	*ns = ktime_get_ns() - t0;
+	return ret;
+}
+
+static int scenario_virtio_blk_bench(void)
+{
+	struct page **pages;
+	char name[8] = "";
+	u64 wns = 0, rns = 0;
+	struct file *f;
+	int i, ret = 0;
+
+	f = open_disk("godvm-bench", BLK_OPEN_READ | BLK_OPEN_WRITE, name);
+	if (IS_ERR(f))
+		return PTR_ERR(f);
+	if (bdev_nr_sectors(file_bdev(f)) < (BENCH_BYTES >> SECTOR_SHIFT)) {
+		godvm_diag("%s is smaller than %llu MiB", name, BENCH_BYTES >> 20);
+		fput(f);
+		return -ENOSPC;
+	}
+	pages = kcalloc(BENCH_BIO_PAGES, sizeof(*pages), GFP_KERNEL);
+	for (i = 0; pages && i < BENCH_BIO_PAGES; i++) {
+		pages[i] = alloc_page(GFP_KERNEL);
+		if (!pages[i])
+			ret = -ENOMEM;
+		else
+			fill_pattern(page_address(pages[i]));
+	}
+	if (!pages)
+		ret = -ENOMEM;
+	if (!ret)
+		ret = bench_pass(file_bdev(f), pages, true, &wns);
+	if (!ret)
+		ret = bench_pass(file_bdev(f), pages, false, &rns);
+	if (!ret && wns && rns)
+		godvm_diag("blk_seq_write_MBps=%llu blk_seq_read_MBps=%llu bytes=%llu",
+			   BENCH_BYTES * 1000 / wns, BENCH_BYTES * 1000 / rns, BENCH_BYTES);
+	for (i = 0; pages && i < BENCH_BIO_PAGES; i++)
+		if (pages[i])
+			__free_page(pages[i]);
+	kfree(pages);
+	fput(f);
+	return ret;
+}
+GODVM_SCENARIO("virtio-blk-bench", scenario_virtio_blk_bench);

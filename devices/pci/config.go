@@ -153,6 +153,7 @@ type ConfigSpace struct {
 	w1c   [ConfigSize]byte
 	bars  [NumBARs]barState
 	hooks []writeHook
+	reads []writeHook // read hooks: registered before use, never changed after
 
 	capEnd  uint16 // next free offset for a standard capability
 	lastCap uint16 // offset of the last standard capability (0: none)
@@ -295,6 +296,12 @@ func (c *ConfigSpace) barAddrLocked(i int) uint64 {
 // ConfigRead reads len(data) bytes at off. Accesses beyond 4 KiB read as
 // all-ones.
 func (c *ConfigSpace) ConfigRead(off uint32, data []byte) {
+	end := uint64(off) + uint64(len(data))
+	for _, h := range c.reads {
+		if uint64(off) < uint64(h.off+h.n) && end > uint64(h.off) {
+			h.fn(uint16(off), nil)
+		}
+	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	for i := range data {
@@ -443,6 +450,13 @@ func (c *ConfigSpace) OnWrite(off, n uint16, fn func(off uint16, data []byte)) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.hooks = append(c.hooks, writeHook{off, n, fn})
+}
+
+// OnRead calls fn before every config read that touches [off, off+n), so
+// the device can refresh those bytes with Set (fn's data argument is nil).
+// Register read hooks before the device is added to a Root.
+func (c *ConfigSpace) OnRead(off, n uint16, fn func(off uint16, data []byte)) {
+	c.reads = append(c.reads, writeHook{off, n, fn})
 }
 
 // Set stores bytes at off without masks (device-side update of read-only

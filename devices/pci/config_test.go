@@ -290,3 +290,21 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestReadHook(t *testing.T) {
+	c := NewConfigSpace(nil, "t", Header{VendorID: 1})
+	off, err := c.AddCapability(CapVndr, []byte{8, 0, 0, 0, 0, 0}, nil)
+	must(t, err)
+	n := uint32(0)
+	c.OnRead(off+4, 4, func(uint16, []byte) { n++; c.SetU32(off+4, n) })
+	if got := r32(c, uint32(off+4)); got != 1 {
+		t.Fatalf("first read %d", got)
+	}
+	if got := r32(c, uint32(off+4)); got != 2 {
+		t.Fatalf("second read %d", got)
+	}
+	r32(c, 0) // elsewhere: no hook
+	if n != 2 {
+		t.Fatalf("hook ran %d times", n)
+	}
+}

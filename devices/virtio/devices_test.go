@@ -123,3 +123,46 @@ func TestConsole(t *testing.T) {
 		t.Fatal("bad path accepted")
 	}
 }
+
+// The PCI_CFG capability reaches BAR0 through configuration space alone.
+func TestPCICfgWindow(t *testing.T) {
+	m := newMachine(t)
+	if err := AddRNG(m.p, m.root); err != nil {
+		t.Fatal(err)
+	}
+	var capOff uint32
+	for off := uint32(m.cfgRead(1, 0x34, 1)); off != 0; off = uint32(m.cfgRead(1, off+1, 1)) {
+		if m.cfgRead(1, off, 1) == 0x09 && m.cfgRead(1, off+3, 1) == capPCICfg {
+			capOff = off
+		}
+	}
+	if capOff == 0 || m.cfgRead(1, capOff+2, 1) != 20 {
+		t.Fatal("no VIRTIO_PCI_CAP_PCI_CFG capability")
+	}
+	// Read num_queues (2 bytes at common+0x12).
+	m.cfgWrite(1, capOff+4, 1, 0)
+	m.cfgWrite(1, capOff+8, 4, offCommon+ccNumQueues)
+	m.cfgWrite(1, capOff+12, 4, 2)
+	if n := m.cfgRead(1, capOff+16, 2); n != 1 {
+		t.Fatalf("num_queues through the window = %d", n)
+	}
+	// Write device_status = ACKNOWLEDGE (1 byte), read it back directly.
+	m.cfgWrite(1, capOff+8, 4, offCommon+ccStatus)
+	m.cfgWrite(1, capOff+12, 4, 1)
+	m.cfgWrite(1, capOff+16, 1, StatusAcknowledge)
+	d := m.probe(1)
+	if st := d.status(); st != StatusAcknowledge {
+		t.Fatalf("status %#x after a write through the window", st)
+	}
+	// Bad lengths, misaligned offsets and other BARs do nothing.
+	m.cfgWrite(1, capOff+12, 4, 3)
+	m.cfgWrite(1, capOff+16, 4, 0)
+	m.cfgWrite(1, capOff+8, 4, barSize)
+	m.cfgWrite(1, capOff+12, 4, 4)
+	m.cfgRead(1, capOff+16, 4)
+	m.cfgWrite(1, capOff+4, 1, 2)
+	m.cfgRead(1, capOff+16, 4)
+	if st := d.status(); st != StatusAcknowledge {
+		t.Fatalf("status %#x changed by invalid window accesses", st)
+	}
+}

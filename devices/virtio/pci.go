@@ -74,6 +74,7 @@ const (
 	capNotify = 2
 	capISR    = 3
 	capDevice = 4
+	capPCICfg = 5
 )
 
 // Env is what a backend gets when the driver sets DRIVER_OK.
@@ -127,6 +128,7 @@ type Device struct {
 	p    *platform.Platform
 	be   Backend
 	msix *pci.MSIX
+	bar0 *pci.Mux
 
 	ctl sync.Mutex // serializes driver writes to the common config (status changes)
 	mu  sync.Mutex // guards the fields below
@@ -172,8 +174,9 @@ func New(p *platform.Platform, name string, be Backend) (*Device, error) {
 	}
 	d.st.configVector = NoVector
 
-	var mux pci.Mux
-	if err := d.SetBAR(0, pci.BAR{Type: pci.BARMem64, Size: barSize, Dev: &mux}); err != nil {
+	mux := &pci.Mux{}
+	d.bar0 = mux
+	if err := d.SetBAR(0, pci.BAR{Type: pci.BARMem64, Size: barSize, Dev: mux}); err != nil {
 		d.closeKicks()
 		return nil, err
 	}
@@ -229,8 +232,56 @@ func New(p *platform.Platform, name string, be Backend) (*Device, error) {
 			return nil, err
 		}
 	}
+	if err := d.addPCICfgCap(); err != nil {
+		d.Close()
+		return nil, err
+	}
 	d.OnBARChange = d.barChanged
 	return d, nil
+}
+
+// addPCICfgCap adds VIRTIO_PCI_CAP_PCI_CFG: a window into BAR0 through
+// configuration space (bar, offset, length, pci_cfg_data), for firmware
+// that cannot map BARs.
+func (d *Device) addPCICfgCap() error {
+	body := make([]byte, 18)
+	mask := make([]byte, 18)
+	body[0], body[1] = 20, capPCICfg
+	mask[2] = 0xff // bar
+	for i := 6; i < 18; i++ {
+		mask[i] = 0xff // offset, length, pci_cfg_data
+	}
+	off, err := d.AddCapability(pci.CapVndr, body, mask)
+	if err != nil {
+		return err
+	}
+	data := off + 16
+	d.OnWrite(data, 4, func(o uint16, b []byte) {
+		if o == data {
+			d.pciCfgAccess(off, b)
+		}
+	})
+	d.OnRead(data, 4, func(uint16, []byte) { d.pciCfgAccess(off, nil) })
+	return nil
+}
+
+// pciCfgAccess performs the BAR access the PCI_CFG capability at cap
+// describes: a write of the bytes just written to pci_cfg_data, or (w nil)
+// a read into pci_cfg_data.
+func (d *Device) pciCfgAccess(cap uint16, w []byte) {
+	bar, o, n := d.U8(cap+4), d.U32(cap+8), d.U32(cap+12)
+	if bar != 0 || (n != 1 && n != 2 && n != 4) || o%n != 0 || uint64(o)+uint64(n) > barSize {
+		return
+	}
+	if w != nil {
+		if uint32(len(w)) >= n {
+			d.bar0.Write(uint64(o), w[:n])
+		}
+		return
+	}
+	buf := make([]byte, 4)
+	d.bar0.Read(uint64(o), buf[:n])
+	d.Set(cap+16, buf)
 }
 
 func classOf(id uint16) uint32 {

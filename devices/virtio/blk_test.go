@@ -398,3 +398,30 @@ func TestBlockEventIdxIndirect(t *testing.T) {
 		t.Fatal("indirect writes did not reach the image")
 	}
 }
+
+// Resets racing with request processing: no deadlock, no race, and the
+// device works afterwards.
+func TestBlockResetWhileBusy(t *testing.T) {
+	r := newBlkRig(t, BlockOptions{Path: newImage(t, 4<<20)})
+	d, m := r.d, r.m
+	for round := 0; round < 20; round++ {
+		q := d.q[0]
+		for i := 0; i < 16; i++ {
+			hdr, st := d.alloc(16), d.alloc(1)
+			m.mem.WriteAt(make([]byte, 16), hdr)
+			m.mem.WriteU32(hdr, BlkTIn)
+			data := d.alloc(4096)
+			d.submit(q, []seg{{hdr, 16, false}, {data, 4096, true}, {st, 1, true}})
+		}
+		d.kick(q)
+		if round%2 == 0 {
+			time.Sleep(time.Duration(round) * 50 * time.Microsecond)
+		}
+		if st := d.init(FVersion1 | BlkFFlush); st&StatusDriverOK == 0 {
+			t.Fatalf("round %d: status %#x", round, st)
+		}
+	}
+	if _, st, _ := r.req(BlkTIn, 0, nil, 512); st != BlkSOK {
+		t.Fatal("device unusable after resets")
+	}
+}

@@ -166,3 +166,23 @@ func TestPCICfgWindow(t *testing.T) {
 		t.Fatalf("status %#x changed by invalid window accesses", st)
 	}
 }
+
+func TestNewNeedsPlatform(t *testing.T) {
+	if _, err := New(nil, "x", &RNG{}); err == nil {
+		t.Fatal("nil platform accepted")
+	}
+	m := newMachine(t)
+	p := *m.p
+	p.IOEv = nil // notifies then reach the device through MMIO exits
+	dev, err := New(&p, "rng", &RNG{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if _, err := m.root.Add("rng", dev); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.f.IOEvents) != 0 {
+		t.Fatal("ioevents registered without IOEv")
+	}
+}

@@ -150,6 +150,9 @@ type Device struct {
 
 // New builds a virtio-pci device around be; name is for logs and bus maps.
 func New(p *platform.Platform, name string, be Backend) (*Device, error) {
+	if p == nil || p.Mem == nil || p.IRQ == nil || p.MMIO == nil {
+		return nil, fmt.Errorf("virtio: %s: platform lacks guest memory, interrupts or an MMIO bus", name)
+	}
 	sizes := be.QueueMaxSizes()
 	if len(sizes) == 0 || len(sizes) > maxQueues {
 		return nil, fmt.Errorf("virtio: %s: %d queues", name, len(sizes))
@@ -322,7 +325,7 @@ func (d *Device) NotifyAddr(q int) uint64 {
 
 // barChanged moves the queues' ioeventfds with BAR0.
 func (d *Device) barChanged(ch pci.BARChange) {
-	if ch.BAR != 0 {
+	if ch.BAR != 0 || d.p.IOEv == nil { // without ioeventfds, notifies exit to notifyRegion
 		return
 	}
 	d.mu.Lock()

@@ -77,6 +77,9 @@ type MSIX struct {
 // capability to cs. The caller routes accesses to the table and the PBA in
 // its BARs to Table() and PBA() (Mux helps).
 func NewMSIX(irq platform.Interrupts, cs *ConfigSpace, cfg MSIXConfig) (*MSIX, error) {
+	if irq == nil {
+		return nil, fmt.Errorf("pci: %s: MSI-X without a platform interrupt controller", cs.name)
+	}
 	if cfg.Vectors < 1 || cfg.Vectors > MSIXMaxVecs {
 		return nil, fmt.Errorf("pci: %s: %d MSI-X vectors (1..%d)", cs.name, cfg.Vectors, MSIXMaxVecs)
 	}

@@ -75,6 +75,9 @@ func TestMSIXCapability(t *testing.T) {
 	if _, err := NewMSIX(r.f, r.cs, MSIXConfig{Vectors: 0}); err == nil {
 		t.Fatal("0 vectors accepted")
 	}
+	if _, err := NewMSIX(nil, r.cs, MSIXConfig{Vectors: 1}); err == nil {
+		t.Fatal("nil interrupts accepted")
+	}
 	if _, err := NewMSIX(r.f, r.cs, MSIXConfig{Vectors: 1, TableOffset: 4}); err == nil {
 		t.Fatal("misaligned table accepted")
 	}

@@ -13,6 +13,7 @@
  * guest panic, with or without the pvpanic driver.
  */
 #include <linux/async.h>
+#include <linux/console.h>
 #include <linux/device/driver.h>
 #include <linux/io.h>
 #include <linux/kernel.h>
@@ -64,6 +65,12 @@ static struct godvm_scenario *godvm_find(const char *name)
 static int godvm_panic_notify(struct notifier_block *nb, unsigned long code,
 			      void *unused)
 {
+	/*
+	 * godvm (and QEMU with -action panic=exit-failure) ends the VM on
+	 * this write; print the panic message and backtrace first. Other
+	 * CPUs are stopped by now, as for panic()'s own flush.
+	 */
+	console_flush_on_panic(CONSOLE_FLUSH_PENDING);
 	outb(1, GODVM_PORT_PVPANIC);
 	return NOTIFY_DONE;
 }
@@ -148,6 +155,11 @@ static int __init godvm_agent_main(void)
 	}
 
 	godvm_diag("godvm_agent: %u of %u failed", failed, n);
+	/*
+	 * The VMM ends the VM on the debug-exit write: let the consoles print
+	 * everything first (another CPU may own the console and be printing).
+	 */
+	pr_flush(5000, true);
 	/* 0 = pass; otherwise the number of failed scenarios. */
 	outl(failed, GODVM_PORT_DEBUG_EXIT);
 

@@ -77,6 +77,7 @@ stage=$(mktemp -d "$cache/initrd-stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,etc,usr/bin,usr/sbin,lib,lib64}
 cp "$busybox" "$stage/bin/busybox"
+ln -s busybox "$stage/bin/sh" # the interpreter of /init; /init installs the rest
 install -m 0755 "$here/initrd/init" "$stage/init"
 
 if [ -n "$accel_bin" ]; then

@@ -188,8 +188,8 @@ if [[ $1 == */* && -f $1 ]]; then
 	*) addshare "$bindir" ro ;;
 	esac
 fi
-# The test kernel and initrd named by the Makefile's variables come along read-only.
-for v in GODVM_TEST_KERNEL GODVM_TEST_INITRD; do
+# The test kernel, initrd and godvm binary named by GODVM_* variables come along read-only.
+for v in GODVM_TEST_KERNEL GODVM_TEST_INITRD GODVM_BINARY; do
 	[[ -n ${!v:-} && -f ${!v} ]] && addshare "$(dirname "$(realpath -e -- "${!v}")")" ro
 done
 # Mount parents before children: shorter paths first.

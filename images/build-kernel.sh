@@ -143,10 +143,18 @@ if ! grep -q godvm-agent "$src/drivers/misc/Makefile"; then
 fi
 
 export ARCH=x86_64
-step "configuring: tinyconfig + kernel/config.fragment"
-make -C "$src" tinyconfig >>"$log" 2>&1 || fail "make tinyconfig"
-(cd "$src" && scripts/kconfig/merge_config.sh -n .config "$here/kernel/config.fragment") >>"$log" 2>&1 ||
-	fail "merge_config.sh"
+# Reconfigure only when what decides the .config changed (a minute or two).
+config_key=$(cat "$here/kernel/config.fragment" "$here/agent/Kconfig" "$here/build-kernel.sh" | sha256sum | cut -c1-16)
+if [ -f "$src/.config" ] && [ "$(cat "$build/.config-key" 2>/dev/null)" = "$config_key" ]; then
+	step "configuration unchanged (.config from fragment $config_key)"
+else
+	rm -f "$build/.config-key"
+	step "configuring: tinyconfig + kernel/config.fragment"
+	make -C "$src" tinyconfig >>"$log" 2>&1 || fail "make tinyconfig"
+	(cd "$src" && scripts/kconfig/merge_config.sh -n .config "$here/kernel/config.fragment") >>"$log" 2>&1 ||
+		fail "merge_config.sh"
+	echo "$config_key" >"$build/.config-key"
+fi
 
 # Every value the fragment asks for must have survived.
 bad=0

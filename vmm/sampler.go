@@ -23,6 +23,9 @@ const (
 	stuckSamples        = 5                      // last samples compared by the timeout report
 )
 
+// resetVectorIP is an AP's RIP before the BSP starts it (CS base 0xffff0000).
+const resetVectorIP = 0xfff0
+
 // sample records the vCPU's RIP and clears the kick (called on the vCPU
 // thread after an EINTR). A stop kicks again after setting m.stopped, which
 // the run loop checks next, so clearing immediate_exit here loses nothing.
@@ -59,6 +62,9 @@ func (m *Machine) startSampler(period time.Duration) {
 
 // function names addr's function (without the offset), or its address.
 func (m *Machine) function(addr uint64) string {
+	if addr == resetVectorIP {
+		return "reset vector (an AP waiting for INIT/SIPI)"
+	}
 	s, ok := m.syms.Lookup(addr)
 	if !ok {
 		return fmt.Sprintf("%#x", addr)

@@ -8,11 +8,10 @@
 // On a host without /dev/kvm the suite can run inside images/nested (a QEMU
 // TCG machine with nested kvm_amd) from prebuilt binaries:
 //
+//	K=$(images/build-kernel.sh --print-path); R=$PWD
 //	go build -o /tmp/e2e/godvm ./cmd/godvm && go test -c -o /tmp/e2e/e2e.test ./e2e
-//	cd /tmp/e2e && GODVM_TEST_KERNEL=$(images/build-kernel.sh --print-path) \
-//	  GODVM_BINARY=/tmp/e2e/godvm images/nested/run-in-nested-kvm.sh -c 2 -t 900 -- ./e2e.test -test.run TestBoot -test.v
-//
-// (the kernel's directory must be shared too: -r DIR).
+//	cd /tmp/e2e && GODVM_TEST_KERNEL=$K GODVM_BINARY=/tmp/e2e/godvm \
+//	  $R/images/nested/run-in-nested-kvm.sh -r "$(dirname "$K")" -c 2 -t 900 -- ./e2e.test -test.run TestBoot -test.v
 //
 // Each area adds its own e2e/<area>_test.go using the helpers here:
 //

@@ -169,7 +169,7 @@ func (i *irqRec) SetIRQLine(gsi uint32, level bool) error {
 
 // newTestMachine wires the legacy devices and the PCI root on fresh buses,
 // without KVM.
-func newTestMachine(t *testing.T, console *bytes.Buffer, irq platform.Interrupts) *Machine {
+func newTestMachine(t testing.TB, console *bytes.Buffer, irq platform.Interrupts) *Machine {
 	t.Helper()
 	m := &Machine{cfg: Config{Console: console}, stopCh: make(chan struct{}), pio: &bus.Bus{}, mmio: &bus.Bus{}}
 	m.cfg.normalize()

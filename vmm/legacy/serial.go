@@ -69,6 +69,7 @@ type Serial struct {
 	rx                      []byte
 	irq                     bool
 	txBytes                 uint64
+	txBuf                   [1]byte // the byte being written (no allocation per character)
 }
 
 // NewSerial makes a UART writing to out; setIRQ may be nil.
@@ -219,7 +220,8 @@ func (s *Serial) Write(off uint64, data []byte) {
 			}
 		} else {
 			s.txBytes++
-			_, _ = s.out.Write([]byte{v}) // a console that fails must not stop the guest
+			s.txBuf[0] = v
+			_, _ = s.out.Write(s.txBuf[:]) // a console that fails must not stop the guest
 		}
 		s.thriPending = true // sent at once: THR is empty again
 	case uartIER:

@@ -241,7 +241,18 @@ func TestLiveRealModeGuest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cpu.SetCPUID2(sup); err != nil {
+	// KVM (5.16+) refuses a different CPUID table once a vCPU has run
+	// (kvm_amd answers EINVAL; kvm_pvm accepted it): set it on a fresh vCPU,
+	// as the VMM does before the first KVM_RUN.
+	fresh, err := vm.CreateVCPU(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if err := fresh.SetCPUID2(sup); err != nil {
 		t.Error(err)
+	}
+	if got, err := fresh.CPUID2(); err != nil || len(got) != len(sup) {
+		t.Errorf("CPUID2 read back %d entries (set %d): %v", len(got), len(sup), err)
 	}
 }

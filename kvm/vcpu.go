@@ -1,6 +1,7 @@
 package kvm
 
 import (
+	"errors"
 	"fmt"
 	"unsafe"
 
@@ -164,13 +165,48 @@ func (v *VCPU) SetCPUID2(entries []CPUIDEntry2) error {
 }
 
 // CPUID2 is KVM_GET_CPUID2: the vCPU's current CPUID table.
+//
+// Linux 6.1 never tells the caller how many entries it copied: a successful
+// call leaves nent as the caller set it, and on E2BIG the updated nent is
+// not copied back either (seen on kvm_amd). The call succeeds exactly when
+// nent >= the table's size, so the size is found by bisection (about a dozen
+// cheap ioctls), and then the table is read with exactly that room.
 func (v *VCPU) CPUID2() ([]CPUIDEntry2, error) {
-	buf, entries := newCPUIDBuf(maxCPUIDEntries)
+	fits := func(n int) (bool, error) {
+		buf, _ := newCPUIDBuf(n)
+		_, err := ioctl(v.fd, "KVM_GET_CPUID2", kvmGetCPUID2, unsafe.Pointer(&buf[0]))
+		if errors.Is(err, unix.E2BIG) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	lo, hi := 0, maxCPUIDEntries // the size is in (lo-1, hi]
+	if ok, err := fits(hi); !ok {
+		if err == nil {
+			err = fmt.Errorf("KVM_GET_CPUID2: table larger than %d entries", hi)
+		}
+		return nil, err
+	}
+	for lo < hi {
+		mid := (lo + hi) / 2
+		ok, err := fits(mid)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	if hi == 0 {
+		return nil, nil
+	}
+	buf, entries := newCPUIDBuf(hi)
 	if _, err := ioctl(v.fd, "KVM_GET_CPUID2", kvmGetCPUID2, unsafe.Pointer(&buf[0])); err != nil {
 		return nil, err
 	}
-	n := (*cpuid2Header)(unsafe.Pointer(&buf[0])).NEnt
-	return append([]CPUIDEntry2(nil), entries[:min(int(n), len(entries))]...), nil
+	return append([]CPUIDEntry2(nil), entries...), nil
 }
 
 // LAPIC is KVM_GET_LAPIC.

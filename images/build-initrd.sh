@@ -34,10 +34,14 @@ say() { echo "build-initrd: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 busybox=/bin/busybox
-[ -x "$busybox" ] && "$busybox" --help 2>&1 | head -1 | grep -q BusyBox ||
+# Capture whole outputs before matching: with pipefail, `grep -q` closing a
+# pipe early kills the writer with SIGPIPE and fails the check at random.
+bbhelp=$([ -x "$busybox" ] && "$busybox" --help 2>&1 || true)
+[[ $bbhelp == *BusyBox* ]] ||
 	die "busybox-static not installed (apt-get install busybox-static)"
-file -L "$busybox" 2>/dev/null | grep -q 'statically linked' ||
-	ldd "$busybox" 2>&1 | grep -q 'not a dynamic' ||
+bbfile=$(file -L "$busybox" 2>/dev/null || true)
+bbldd=$(ldd "$busybox" 2>&1 || true)
+[[ $bbfile == *"statically linked"* || $bbldd == *"not a dynamic"* ]] ||
 	die "$busybox is not the static build (apt-get install busybox-static)"
 command -v cpio >/dev/null || die "cpio not installed"
 

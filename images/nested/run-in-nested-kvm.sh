@@ -178,16 +178,20 @@ qargs+=(-virtfs "local,path=$run,mount_tag=run,security_model=none")
 [[ $share_usr == 1 ]] && addshare /usr ro
 for d in "${roshares[@]}"; do addshare "$d" ro; done
 addshare "$(pwd -P)" rw
-# A program named by a path outside the shares (e.g. the test binary that
-# `go test -exec run-in-nested-kvm.sh` passes from its /tmp/go-build* directory) gets its
-# directory shared read-only.
-if [[ $1 == */* && -f $1 ]]; then
-	bindir=$(dirname "$(realpath -e -- "$1")")
+# Programs named by a path outside the shares (e.g. the test binary that
+# `go test -exec run-in-nested-kvm.sh` passes from its /tmp/go-build* directory, also behind a
+# wrapper) get their directory shared read-only: every argument that is an executable file.
+declare -A seen=()
+for a in "$@"; do
+	[[ $a == */* && -f $a && -x $a ]] || continue
+	bindir=$(dirname "$(realpath -e -- "$a")")
 	case $bindir/ in
-	"$(pwd -P)"/* | /usr/*) ;;
-	*) addshare "$bindir" ro ;;
+	"$(pwd -P)"/* | /usr/*) continue ;;
 	esac
-fi
+	[[ -n ${seen[$bindir]:-} ]] && continue
+	seen[$bindir]=1
+	addshare "$bindir" ro
+done
 # The test kernel, initrd and godvm binary named by GODVM_* variables come along read-only.
 for v in GODVM_TEST_KERNEL GODVM_TEST_INITRD GODVM_BINARY; do
 	[[ -n ${!v:-} && -f ${!v} ]] && addshare "$(dirname "$(realpath -e -- "${!v}")")" ro

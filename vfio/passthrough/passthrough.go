@@ -488,10 +488,14 @@ func (d *Device) Close() error {
 		if b == nil {
 			continue
 		}
-		for _, m := range b.maps {
+		for i := range b.maps {
+			m := &b.maps[i]
 			if m.slot && d.p.Slots != nil {
 				d.p.Slots.UnmapHostMemory(m.handle)
 			}
+			// Cleared so that the BAR unmap below (vcs.Unmap) does not
+			// remove the slot a second time.
+			m.slot = false
 			d.dev.UnmapRegion(m.host)
 		}
 	}

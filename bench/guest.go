@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"godvm/vmm/probe"
 )
 
 // GuestRun is what one `godvm run` child process did.
@@ -125,6 +127,28 @@ func CheckGuest(env *Env) error {
 		return err
 	}
 	return nil
+}
+
+// dsaDataPath says why a guest's DSA submissions cannot reach godvm on
+// this host (nil: they can). It asks godvm's KVM probe, once.
+var dsaDataPath = sync.OnceValue(func() error {
+	r, err := probe.Run(probe.Options{})
+	if err != nil {
+		return fmt.Errorf("KVM probe: %v", err)
+	}
+	if i, ok := r.Insn(probe.MOVDIR64B); ok && i.Outcome == probe.Exception {
+		return errors.New("a guest MOVDIR64B raises #UD on this host and never reaches godvm (godvm probe): the stock idxd driver cannot submit work here")
+	}
+	return nil
+})
+
+// CheckDSAGuest is CheckGuest plus a host on which the guest's idxd can
+// submit descriptors to godvm's DSA.
+func CheckDSAGuest(env *Env) error {
+	if err := CheckGuest(env); err != nil {
+		return err
+	}
+	return dsaDataPath()
 }
 
 // syncBuffer is a bytes.Buffer safe for one writer and a concurrent reader.

@@ -28,6 +28,11 @@ func TestDSA(t *testing.T) {
 }
 
 func testDSA(t *testing.T, shape string) {
+	testKernel(t) // skips without /dev/kvm
+	if ud, why := guestMOVDIR64BFaults(t); ud {
+		runDSAControlPath(t, why, "--dsa", shape)
+		return
+	}
 	out := bootAgent(t, agentRun{
 		Scenarios: []string{"dsa"},
 		CPUs:      2,

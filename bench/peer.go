@@ -18,7 +18,8 @@ const QEMU = "qemu-system-x86_64"
 // PeerScenario boots the same test kernel with Debian's QEMU under KVM, the
 // agent's boot scenario reporting through QEMU's isa-debug-exit device on
 // the same port godvm uses. QEMU exits with (value<<1)|1, so a guest pass
-// is exit status 1. On hosts where QEMU cannot boot the guest, the scenario
+// is exit status 1. The device is one byte wide: four bytes would also take
+// the boot-timer port 0xf5 and end QEMU at the agent's first write. On hosts where QEMU cannot boot the guest, the scenario
 // is reported unavailable with QEMU's own error.
 func PeerScenario() Scenario {
 	return Scenario{
@@ -49,7 +50,7 @@ func runPeer(ctx context.Context, env *Env, r *Recorder) error {
 	defer cancel()
 	args := []string{"-enable-kvm", "-cpu", "host", "-m", "512", "-smp", "1", "-nographic", "-no-reboot",
 		"-nodefaults", "-serial", "stdio",
-		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x01",
 		"-kernel", env.BzImage,
 		"-append", "console=ttyS0 noxsave godvm_agent.run=boot"}
 	if env.Initrd != "" {

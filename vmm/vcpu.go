@@ -112,14 +112,9 @@ func (m *Machine) setupVCPU(v *vcpu, base []x86.CPUIDEntry) error {
 		return err
 	}
 	b := x86.BootSregs()
-	seg := func(s x86.Segment) kvm.Segment {
-		return kvm.Segment{Base: s.Base, Limit: s.Limit, Selector: s.Selector, Type: s.Type,
-			Present: s.Present, DPL: s.DPL, DB: s.DB, S: s.S, L: s.L, G: s.G, AVL: s.AVL, Unusable: s.Unusable}
-	}
-	sr.CS, sr.DS, sr.ES, sr.FS, sr.GS, sr.SS = seg(b.CS), seg(b.DS), seg(b.ES), seg(b.FS), seg(b.GS), seg(b.SS)
-	sr.TR, sr.LDT = seg(b.TR), seg(b.LDT)
-	sr.GDT = kvm.DTable{Base: b.GDT.Base, Limit: b.GDT.Limit}
-	sr.IDT = kvm.DTable{Base: b.IDT.Base, Limit: b.IDT.Limit}
+	sr.CS, sr.DS, sr.ES, sr.FS, sr.GS, sr.SS = b.CS, b.DS, b.ES, b.FS, b.GS, b.SS
+	sr.TR, sr.LDT = b.TR, b.LDT
+	sr.GDT, sr.IDT = b.GDT, b.IDT
 	sr.CR0, sr.CR3, sr.CR4, sr.EFER = b.CR0, b.CR3, b.CR4, b.EFER
 	if err := v.cpu.SetSregs(sr); err != nil {
 		return err

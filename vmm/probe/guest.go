@@ -142,11 +142,7 @@ func writeImage(mem []byte, user bool) {
 	copy(mem[userCodeAddr:], []byte{0x0f, 0x05, 0xf4}) // syscall; hlt
 }
 
-func kvmSeg(e uint64, sel uint16) kvm.Segment {
-	s := x86.SegmentFromGDT(e, sel)
-	return kvm.Segment{Base: s.Base, Limit: s.Limit, Selector: s.Selector, Type: s.Type, Present: s.Present,
-		DPL: s.DPL, DB: s.DB, S: s.S, L: s.L, G: s.G, AVL: s.AVL, Unusable: s.Unusable}
-}
+func kvmSeg(e uint64, sel uint16) kvm.Segment { return x86.SegmentFromGDT(e, sel) }
 
 // sregs returns long-mode segment and control registers; user selects the
 // CPL3 segments, cr4 adds CR4 bits (SMAP, OSXSAVE).

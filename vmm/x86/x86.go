@@ -13,6 +13,7 @@ package x86
 import (
 	"encoding/binary"
 
+	"godvm/kvm"
 	"godvm/vmm/layout"
 )
 
@@ -39,26 +40,10 @@ const (
 )
 
 // Segment is a segment register as KVM describes it (struct kvm_segment).
-type Segment struct {
-	Base     uint64
-	Limit    uint32
-	Selector uint16
-	Type     uint8
-	Present  uint8
-	DPL      uint8
-	DB       uint8
-	S        uint8
-	L        uint8
-	G        uint8
-	AVL      uint8
-	Unusable uint8
-}
+type Segment = kvm.Segment
 
 // DTable is a descriptor-table register (GDTR/IDTR).
-type DTable struct {
-	Base  uint64
-	Limit uint16
-}
+type DTable = kvm.DTable
 
 // Sregs is the part of struct kvm_sregs that boot sets. Fields KVM keeps
 // (APIC base, interrupt bitmap, CR8, CR2) are left to the VMM.

@@ -103,7 +103,7 @@ test: deps kernel initrd build fmt-check vet
 		echo "make test: /dev/kvm present: the KVM tests above ran on it"; \
 	else \
 		echo "make test: no /dev/kvm on this host: running $(NESTED_PKGS) inside a QEMU/TCG VM with nested kvm_amd"; \
-		$(MAKE) --no-print-directory nested-go-test PKGS="$(NESTED_PKGS)" NESTED_T=900; \
+		$(MAKE) --no-print-directory nested-go-test PKGS="$(NESTED_PKGS)" NESTED_T=300; \
 	fi
 
 test-nested: deps kernel initrd build

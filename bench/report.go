@@ -62,7 +62,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	c := *r
 	c.Scenarios = make([]ScenarioResult, len(r.Scenarios))
 	for i, s := range r.Scenarios {
-		s.Metrics = append([]Metric(nil), s.Metrics...)
+		s.Metrics = append([]Metric{}, s.Metrics...) // [] rather than null when nothing was measured
 		for j := range s.Metrics {
 			m := &s.Metrics[j]
 			for _, p := range []*float64{&m.Median, &m.Min, &m.Max} {

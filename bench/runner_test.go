@@ -60,6 +60,9 @@ func TestRunReport(t *testing.T) {
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(js.String(), `"metrics": []`) {
+		t.Error("a scenario that measured nothing has no empty metrics list in the JSON")
+	}
 	if back.Schema != SchemaVersion || back.Scenarios[0].Metrics[1].Unit != "MB/s" || back.Host.CPUs < 1 {
 		t.Fatalf("round trip: %+v", back)
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"godvm/internal/testkernel"
 )
 
 func TestBootOneCPU(t *testing.T) {
@@ -65,7 +67,7 @@ func TestBadInput(t *testing.T) {
 	// A tiny but well-formed vmlinux-shaped ELF: enough to get past the
 	// kernel checks to the initrd and memory checks.
 	kernel := filepath.Join(dir, "vmlinux")
-	os.WriteFile(kernel, tinyELF(), 0o644)
+	os.WriteFile(kernel, testkernel.TinyELF(), 0o644)
 	bigInitrd := filepath.Join(dir, "initrd.cpio")
 	f, err := os.Create(bigInitrd)
 	if err != nil {
@@ -95,28 +97,6 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
-}
-
-func tinyELF() []byte {
-	b := make([]byte, 64+56+16)
-	copy(b, "\x7fELF\x02\x01\x01")
-	put := func(off int, v uint64, n int) {
-		for i := 0; i < n; i++ {
-			b[off+i] = byte(v >> (8 * i))
-		}
-	}
-	put(16, 2, 2)            // ET_EXEC
-	put(18, 62, 2)           // EM_X86_64
-	put(24, 0x1000000, 8)    // e_entry
-	put(32, 64, 8)           // e_phoff
-	put(54, 56, 2)           // e_phentsize
-	put(56, 1, 2)            // e_phnum
-	put(64, 1, 4)            // PT_LOAD
-	put(64+8, 120, 8)        // p_offset
-	put(64+24, 0x1000000, 8) // p_paddr
-	put(64+32, 16, 8)        // p_filesz
-	put(64+40, 0x1000, 8)    // p_memsz
-	return b
 }
 
 func TestParseKTAP(t *testing.T) {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"godvm/internal/testkernel"
 )
 
 const vfioUserDSA = "wqs=8,wq-size=128,groups=4,engines=4,version=1.0"
@@ -179,7 +181,7 @@ func TestVfioUserBadInput(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "absent.sock")
 	kernel := filepath.Join(dir, "vmlinux")
-	os.WriteFile(kernel, tinyELF(), 0o644) // gets past the kernel checks
+	os.WriteFile(kernel, testkernel.TinyELF(), 0o644) // gets past the kernel checks
 	out := runGodvm(t, 30*time.Second, "run", "--kernel", kernel, "--vfio-user", sock)
 	if out.Status != 1 {
 		t.Fatalf("status %d, want 1\nstderr:\n%s", out.Status, out.Stderr)

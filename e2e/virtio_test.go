@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"godvm/devices/virtio"
+	"godvm/internal/testkernel"
 )
 
 const (
@@ -172,7 +173,7 @@ func TestVirtioRNG(t *testing.T) {
 func TestVirtioBadInput(t *testing.T) {
 	dir := t.TempDir()
 	kernel := filepath.Join(dir, "vmlinux")
-	os.WriteFile(kernel, tinyELF(), 0o644)
+	os.WriteFile(kernel, testkernel.TinyELF(), 0o644)
 	for _, c := range []struct {
 		args []string
 		want string

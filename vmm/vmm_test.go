@@ -11,6 +11,7 @@ import (
 
 	"godvm/devices/bus"
 	"godvm/devices/platform"
+	"godvm/internal/testkernel"
 	"godvm/vmm/layout"
 	"godvm/vmm/legacy"
 	"godvm/vmm/sysmap"
@@ -85,33 +86,10 @@ func writeFile(t *testing.T, name string, b []byte) string {
 	return p
 }
 
-// minimalELF is a valid one-segment vmlinux-shaped ELF at 16 MiB.
-func minimalELF() []byte {
-	b := make([]byte, 64+56+16)
-	copy(b, "\x7fELF\x02\x01\x01")
-	le := func(off int, v uint64, n int) {
-		for i := 0; i < n; i++ {
-			b[off+i] = byte(v >> (8 * i))
-		}
-	}
-	le(16, 2, 2)
-	le(18, 62, 2)
-	le(24, 0x1000000, 8)
-	le(32, 64, 8)
-	le(54, 56, 2)
-	le(56, 1, 2)
-	le(64, 1, 4)
-	le(64+8, 120, 8)
-	le(64+24, 0x1000000, 8)
-	le(64+32, 16, 8)
-	le(64+40, 0x1000, 8)
-	return b
-}
-
 // Bad input is reported as *InputError before /dev/kvm is opened: the
 // KVM path here does not exist, so reaching it would give another error.
 func TestNewBadInput(t *testing.T) {
-	kernel := writeFile(t, "vmlinux", minimalELF())
+	kernel := writeFile(t, "vmlinux", testkernel.TinyELF())
 	notKernel := writeFile(t, "notes.txt", []byte("hello, I am not a kernel\n"))
 	bigInitrd := filepath.Join(t.TempDir(), "initrd")
 	f, _ := os.Create(bigInitrd)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"godvm/internal/testkernel"
 )
 
 // runApp runs godvm in-process and returns its exit status and stderr.
@@ -64,29 +66,6 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-// tinyELF is a well-formed one-segment vmlinux-shaped ELF.
-func tinyELF() []byte {
-	b := make([]byte, 64+56+16)
-	copy(b, "\x7fELF\x02\x01\x01")
-	put := func(off int, v uint64, n int) {
-		for i := 0; i < n; i++ {
-			b[off+i] = byte(v >> (8 * i))
-		}
-	}
-	put(16, 2, 2)
-	put(18, 62, 2)
-	put(24, 0x1000000, 8)
-	put(32, 64, 8)
-	put(54, 56, 2)
-	put(56, 1, 2)
-	put(64, 1, 4)
-	put(64+8, 120, 8)
-	put(64+24, 0x1000000, 8)
-	put(64+32, 16, 8)
-	put(64+40, 0x1000, 8)
-	return b
-}
-
 // Device flag values are parsed before the machine is built; a comma
 // inside a value does not split it.
 func TestDeviceFlags(t *testing.T) {
@@ -95,7 +74,7 @@ func TestDeviceFlags(t *testing.T) {
 	}
 	dir := t.TempDir()
 	kernel := filepath.Join(dir, "vmlinux")
-	os.WriteFile(kernel, tinyELF(), 0o644)
+	os.WriteFile(kernel, testkernel.TinyELF(), 0o644)
 	img := filepath.Join(dir, "disk.img")
 	os.WriteFile(img, make([]byte, 4096), 0o644)
 	for _, c := range []struct {

@@ -107,12 +107,12 @@ test: deps kernel initrd build fmt-check vet
 	fi
 
 test-nested: deps kernel initrd build
-	$(MAKE) --no-print-directory nested-go-test PKGS="$(NESTED_PKGS) $(E2E_PKGS)" NESTED_T=2400 GO_TEST_FLAGS="-v $(GO_TEST_FLAGS)"
+	$(MAKE) --no-print-directory nested-go-test PKGS="$(NESTED_PKGS) $(E2E_PKGS)" NESTED_T=2400 NESTED_ARGS="-c 2" GO_TEST_FLAGS="-v $(GO_TEST_FLAGS)"
 
 # Each package in its own nested VM; retried once only when the VM itself
 # failed (images/nested/go-test-nested.sh).
 nested-go-test:
-	$(TEST_ENV) GO="$(GO)" GO_TEST_FLAGS="$(GO_TEST_FLAGS)" images/nested/go-test-nested.sh $(NESTED_T) $(PKGS)
+	$(TEST_ENV) GO="$(GO)" GO_TEST_FLAGS="$(GO_TEST_FLAGS)" NESTED_ARGS="$(NESTED_ARGS)" images/nested/go-test-nested.sh $(NESTED_T) $(PKGS)
 
 # Every `func FuzzXxx` in a _test.go file, run one at a time for FUZZTIME.
 fuzz:

@@ -4,7 +4,8 @@
 # VM itself failed (the script's "timed out" / "VM stopped" report: QEMU/TCG's
 # emulated SVM occasionally stalls an inner guest) is run once more, and
 # that retry is announced. A test failure is never retried.
-# Extra go test flags: GO_TEST_FLAGS. Environment (GODVM_*) passes through.
+# Extra go test flags: GO_TEST_FLAGS; extra run-in-nested-kvm.sh options:
+# NESTED_ARGS (e.g. "-c 2"). Environment (GODVM_*) passes through.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 limit=$1
@@ -15,7 +16,7 @@ for pkg in "$@"; do
 	for try in 1 2; do
 		log=$(mktemp)
 		# shellcheck disable=SC2086
-		$GO test -count=1 -timeout 60m ${GO_TEST_FLAGS:-} -exec "$here/run-in-nested-kvm.sh -t $limit" "$pkg" 2>&1 | tee "$log"
+		$GO test -count=1 -timeout 60m ${GO_TEST_FLAGS:-} -exec "$here/run-in-nested-kvm.sh -t $limit ${NESTED_ARGS:-}" "$pkg" 2>&1 | tee "$log"
 		rc=${PIPESTATUS[0]}
 		vmfail=0
 		grep -qE 'run-in-nested-kvm: (timed out after|the VM stopped before)' "$log" && vmfail=1

@@ -53,21 +53,7 @@ func FuzzVirtqueue(f *testing.F) {
 		if len(data) < 1 {
 			return
 		}
-		ram := make([]byte, fzMem)
-		copy(ram[fzDesc:fzDesc+0xa0], data[1:])
-		if len(data) > 1+0xa0 {
-			copy(ram[fzData:], data[1+0xa0:])
-		}
-		mem, err := guestmem.FromBytes(guestmem.NewRegion(0, ram, -1, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		q, err := NewQueue(mem, fzSize, fzDesc, fzAvail, fzUsed)
-		if err != nil {
-			t.Fatal(err)
-		}
-		q.Indirect = data[0]&1 != 0
-		q.EventIdx = data[0]&2 != 0
+		mem, q := fuzzQueue(t, data)
 		for i := 0; i < 2*fzSize; i++ {
 			c, err := q.Pop()
 			if err != nil {
@@ -137,21 +123,7 @@ func FuzzBlockRequests(f *testing.F) {
 		if len(data) < 1 {
 			return
 		}
-		ram := make([]byte, fzMem)
-		copy(ram[fzDesc:fzDesc+0xa0], data[1:])
-		if len(data) > 1+0xa0 {
-			copy(ram[fzData:], data[1+0xa0:])
-		}
-		mem, err := guestmem.FromBytes(guestmem.NewRegion(0, ram, -1, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		q, err := NewQueue(mem, fzSize, fzDesc, fzAvail, fzUsed)
-		if err != nil {
-			t.Fatal(err)
-		}
-		q.Indirect = data[0]&1 != 0
-		q.EventIdx = data[0]&2 != 0
+		mem, q := fuzzQueue(t, data)
 		interrupts := 0
 		be.Activate(&Env{Mem: mem, Queues: []*Queue{q}, Interrupt: func(int) { interrupts++ }})
 		if err := be.Kick(0); err != nil && !IsChainError(err) {
@@ -219,4 +191,26 @@ func FuzzTransport(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fuzzQueue lays a fuzz input out as guest RAM (byte 0: feature bits, then
+// the ring area, then buffer data) and makes a queue over it.
+func fuzzQueue(t *testing.T, data []byte) (*guestmem.Memory, *Queue) {
+	t.Helper()
+	ram := make([]byte, fzMem)
+	copy(ram[fzDesc:fzDesc+0xa0], data[1:])
+	if len(data) > 1+0xa0 {
+		copy(ram[fzData:], data[1+0xa0:])
+	}
+	mem, err := guestmem.FromBytes(guestmem.NewRegion(0, ram, -1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := NewQueue(mem, fzSize, fzDesc, fzAvail, fzUsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Indirect = data[0]&1 != 0
+	q.EventIdx = data[0]&2 != 0
+	return mem, q
 }

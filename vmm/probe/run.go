@@ -107,6 +107,12 @@ type guest struct {
 	regs   func(*kvm.Regs)
 	msrs   []kvm.MSREntry
 	values int // port-0xf3 reports to collect before the final exit
+
+	// For live tests of godvm's emulator (emulate_live_test.go): patch
+	// edits the image after writeImage; onExit sees every exit first and
+	// returns true to run the vCPU again.
+	patch  func(mem []byte)
+	onExit func(cpu *kvm.VCPU, run *kvm.Run) (resume bool, err error)
 }
 
 // exit is how a test guest ended.
@@ -129,6 +135,9 @@ func (p *prober) runGuest(g guest) (*exit, error) {
 	writeImage(p.mem, g.user)
 	copy(p.mem[codeAddr:], g.code)
 	copy(p.mem[codeAddr+len(g.code):], doneSeq)
+	if g.patch != nil {
+		g.patch(p.mem)
+	}
 
 	vm, err := p.sys.CreateVM()
 	if err != nil {
@@ -179,12 +188,12 @@ func (p *prober) runGuest(g guest) (*exit, error) {
 			return nil, err
 		}
 	}
-	return p.loop(cpu, g.values)
+	return p.loop(cpu, g.values, g.onExit)
 }
 
 // loop runs the vCPU until a terminal exit, with a watchdog that kicks it
 // (immediate_exit plus a signal to this thread) after the timeout.
-func (p *prober) loop(cpu *kvm.VCPU, values int) (*exit, error) {
+func (p *prober) loop(cpu *kvm.VCPU, values int, onExit func(*kvm.VCPU, *kvm.Run) (bool, error)) (*exit, error) {
 	run := cpu.RunData()
 	var timedOut atomic.Bool
 	pid := unix.Getpid()
@@ -223,6 +232,15 @@ func (p *prober) loop(cpu *kvm.VCPU, values int) (*exit, error) {
 			return nil, err
 		}
 		ex.reason = run.ExitReason()
+		if onExit != nil {
+			resume, err := onExit(cpu, run)
+			if err != nil {
+				return nil, err
+			}
+			if resume {
+				continue
+			}
+		}
 		if ex.reason == kvm.ExitIO {
 			ex.io = run.IO()
 			d, err := run.IOData()

@@ -51,6 +51,11 @@ type Config struct {
 	// NoACPI leaves out the ACPI tables: the guest finds its CPUs and
 	// interrupt routing in the MP table only.
 	NoACPI bool
+	// DSAPath names the DSA data path chosen for the guest and why (by
+	// cmd/godvm from vmm/probe), e.g. "pv (forced by --dsa-path)"; the boot
+	// trace prints it. "" when there is no DSA or nothing was chosen. The
+	// paravirtual port (layout.PortPV64B) answers whatever this says.
+	DSAPath string
 	// Start is when godvm started (boot-timer reference); default: New's
 	// start.
 	Start time.Time

@@ -3,7 +3,8 @@ package vmm
 // The exit dispatch: every KVM_RUN exit a vCPU thread sees goes through
 // handleExit.
 //
-//	IO              -> PIO bus (unknown ports read 0xff, writes are dropped; counted)
+//	IO              -> port 0xf6: the paravirtual 64-byte store (vmm/emulate PV64B);
+//	                   else the PIO bus (unknown ports read 0xff, writes are dropped; counted)
 //	MMIO            -> MMIO bus (same for unmapped addresses)
 //	INTERNAL_ERROR  -> vmm/emulate for emulation failures, else a report
 //	SYSTEM_EVENT    -> poweroff / reset / panic
@@ -18,6 +19,7 @@ import (
 
 	"godvm/kvm"
 	"godvm/vmm/emulate"
+	"godvm/vmm/layout"
 	"godvm/vmm/legacy"
 )
 
@@ -113,6 +115,13 @@ func (m *Machine) handleIO(v *vcpu, run *kvm.Run) error {
 	}
 	size := int(io.Size)
 	if size == 0 {
+		return nil
+	}
+	if io.Port == layout.PortPV64B {
+		// Before the bus: the answer needs the vCPU's registers.
+		if _, err := m.emu.PV64B(v.cpu, io.Direction == kvm.IODirIn, size, data); err != nil {
+			return m.guestError(v, "%v", err)
+		}
 		return nil
 	}
 	port := uint64(io.Port)

@@ -223,6 +223,7 @@ func (m *Machine) build() error {
 	}
 	m.plat = plat
 	m.emu = emulate.New(mem, m.mmio)
+	m.emu.Log = c.Log
 	if err := m.addLegacy(); err != nil {
 		return err
 	}

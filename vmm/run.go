@@ -367,7 +367,8 @@ type Trace struct {
 	Wall         time.Duration
 	Exits        map[string]uint64 // by exit reason
 	OutsideShare float64           // share of vCPU time spent outside KVM_RUN
-	Emulated     string            // emulated instructions by kind
+	Emulated     string            // emulated instructions by kind, then paravirtual stores (pv-*)
+	DSAPath      string            // Config.DSAPath
 	UnknownPorts map[string]uint64 // "in 0x61" -> count
 	UnknownMMIO  map[string]uint64 // page -> count
 	SerialBytes  uint64
@@ -394,6 +395,7 @@ func (m *Machine) trace(wall time.Duration) *Trace {
 		t.OutsideShare = float64(out) / float64(ran)
 	}
 	t.Emulated = m.emu.Stats.String()
+	t.DSAPath = m.cfg.DSAPath
 	m.stats.mu.Lock()
 	for k, n := range m.stats.ports {
 		dir := "in"
@@ -421,6 +423,9 @@ func (t *Trace) Write(w io.Writer) {
 	fmt.Fprintf(w, "boot-trace: ran %v; vCPU time outside KVM_RUN: %.1f%%\n", t.Wall.Round(time.Millisecond), 100*t.OutsideShare)
 	fmt.Fprintf(w, "boot-trace: exits: %s\n", sortedCounts(t.Exits))
 	fmt.Fprintf(w, "boot-trace: emulated instructions: %s\n", t.Emulated)
+	if t.DSAPath != "" {
+		fmt.Fprintf(w, "boot-trace: DSA data path: %s\n", t.DSAPath)
+	}
 	fmt.Fprintf(w, "boot-trace: serial bytes written by the guest: %d\n", t.SerialBytes)
 	if len(t.UnknownPorts) > 0 {
 		fmt.Fprintf(w, "boot-trace: unknown I/O ports: %s\n", sortedCounts(t.UnknownPorts))

@@ -216,9 +216,11 @@ func TestPanicAndPowerOff(t *testing.T) {
 
 func TestTraceWrite(t *testing.T) {
 	var b bytes.Buffer
-	(&Trace{Exits: map[string]uint64{"KVM_EXIT_IO": 10, "KVM_EXIT_MMIO": 3}, UnknownPorts: map[string]uint64{"in 0x61": 2}, Emulated: "int3=1", OutsideShare: 0.25}).Write(&b)
+	(&Trace{Exits: map[string]uint64{"KVM_EXIT_IO": 10, "KVM_EXIT_MMIO": 3}, UnknownPorts: map[string]uint64{"in 0x61": 2},
+		Emulated: "int3=1 pv-movdir64b=7", DSAPath: "pv (forced by --dsa-path)", OutsideShare: 0.25}).Write(&b)
 	s := b.String()
-	for _, want := range []string{"never wrote the boot timer", "KVM_EXIT_IO=10 KVM_EXIT_MMIO=3", "25.0%", "in 0x61=2", "int3=1"} {
+	for _, want := range []string{"never wrote the boot timer", "KVM_EXIT_IO=10 KVM_EXIT_MMIO=3", "25.0%", "in 0x61=2",
+		"emulated instructions: int3=1 pv-movdir64b=7\n", "boot-trace: DSA data path: pv (forced by --dsa-path)\n"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("trace lacks %q:\n%s", want, s)
 		}

@@ -32,28 +32,42 @@ func probeCommand() *cli.Command {
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
-				return enc.Encode(r)
+				return enc.Encode(probeJSON(r))
 			}
 			return r.WriteText(c.App.Writer)
 		},
 	}
 }
 
-// probeHostDefaults runs the probe for `godvm run`: the guest parameters
-// this host needs, what the user should know, and whether guest user space
-// works. A host without usable /dev/kvm gives no parameters and no error:
+// probeHost runs the probe for `godvm run` (host defaults, the DSA data
+// path). A host without usable /dev/kvm gives a nil result and no error:
 // vmm.New reports that itself.
-func probeHostDefaults(log *slog.Logger) (params, warnings []string, userSpaceOK bool, err error) {
+func probeHost(log *slog.Logger) (*probe.Result, error) {
 	r, err := probe.Run(probe.Options{})
 	if err != nil {
 		var oe *kvm.OpenError
 		if errors.As(err, &oe) {
-			return nil, nil, true, nil
+			return nil, nil
 		}
-		return nil, nil, true, err
+		return nil, err
 	}
 	log.Debug("KVM probe", "elapsed", r.Elapsed, "user_space_works", r.UserSpaceWorks)
-	return r.GuestCmdline(), r.Warnings(), r.UserSpaceWorks, nil
+	return r, nil
 }
 
-func init() { hostDefaults = probeHostDefaults }
+// probeJSON is `godvm probe --json`'s document: the probe's Result with the
+// DSA data path it implies (Result.DSAPath) beside it.
+func probeJSON(r *probe.Result) any {
+	path, why := r.DSAPath()
+	return struct {
+		*probe.Result
+		DSAPath dsaPathJSON `json:"dsa_path"`
+	}{r, dsaPathJSON{path, why, r.DSACmdline(path)}}
+}
+
+type dsaPathJSON struct {
+	Path probe.DSAPath `json:"path"`
+	Why  string        `json:"why"`
+	// Params are the guest parameters `godvm run` adds with a DSA.
+	Params []string `json:"params"`
+}

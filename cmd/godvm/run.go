@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"godvm/vmm"
+	"godvm/vmm/probe"
 )
 
 // processStart is the boot timer's reference: godvm's own start.
@@ -30,9 +31,13 @@ func runFlags() []cli.Flag {
 		&cli.IntFlag{Name: "cpus", Value: 1, Usage: "number of vCPUs"},
 		&cli.StringFlag{Name: "memory", Aliases: []string{"m"}, Value: "512M", Usage: "guest RAM, e.g. 512M or 2G"},
 		&cli.DurationFlag{Name: "timeout", Usage: "stop the guest after this long (exit status 4), e.g. 90s"},
-		&cli.BoolFlag{Name: "boot-trace", Usage: "report time to the guest agent's boot-timer write, exits by reason, time outside KVM_RUN, emulated instructions"},
+		&cli.BoolFlag{Name: "boot-trace", Usage: "report time to the guest agent's boot-timer write, exits by reason, time outside KVM_RUN, emulated instructions and paravirtual stores, the DSA data path"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what godvm chose (command line, host defaults, devices)"},
-		&cli.BoolFlag{Name: "no-host-defaults", Usage: "do not add the host-compatibility kernel parameters chosen by the KVM probe"},
+		&cli.BoolFlag{Name: "no-host-defaults", Usage: "do not add the host-compatibility kernel parameters chosen by the KVM probe (a forced --dsa-path still adds its own godvm_dsa_path=)"},
+		&cli.StringFlag{Name: "dsa-path", Value: "auto", Usage: "how the guest's DSA submissions reach the device: auto (the KVM probe picks), native, emulated or pv " +
+			"(paravirtual port, needs godvm's test kernel; always possible). A forced path this host cannot do is an error. " +
+			"With a DSA godvm adds godvm_dsa_path=PATH (and setcpuid=movdir64b where the guest's CPUID lacks it) before --cmdline; " +
+			"with --no-host-defaults a forced path is still checked and adds only godvm_dsa_path=PATH, auto adds nothing"},
 		&cli.StringFlag{Name: "system-map", Usage: "the kernel's System.map, to name functions in reports"},
 	}
 	return append(f, deviceFlags...)
@@ -43,11 +48,6 @@ var (
 	deviceFlags []cli.Flag
 	deviceSetup []func(c *cli.Context, cfg *vmm.Config) error
 )
-
-// hostDefaults returns the kernel parameters the host's KVM needs, what the
-// user should know about the host, and whether guest user space can run.
-// probe.go sets it.
-var hostDefaults func(log *slog.Logger) (params, warnings []string, userSpaceOK bool, err error)
 
 // runCommand is built when the app is (after every init has added its
 // device flags).
@@ -78,26 +78,45 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	forced, err := parseDSAPathFlag(c.String("dsa-path"))
+	if err != nil {
+		return err
+	}
 	// Files and sizes first: bad input is reported before KVM is touched.
 	if err := vmm.Check(cfg); err != nil {
 		return err
 	}
-	if !c.Bool("no-host-defaults") && hostDefaults != nil {
-		params, warnings, userOK, err := hostDefaults(log)
-		if err != nil {
+	hostDefaults := !c.Bool("no-host-defaults")
+	var host *probe.Result
+	if hostDefaults || forced != "" {
+		if host, err = probeHost(log); err != nil {
 			log.Warn("KVM probe failed; no host-compatibility parameters added", "err", err)
 		}
+	}
+	if hostDefaults && host != nil {
+		params := host.GuestCmdline()
 		cfg.HostCmdline = params
 		if len(params) > 0 {
 			log.Info("host-compatibility kernel parameters (before --cmdline; --no-host-defaults drops them)", "params", strings.Join(params, " "))
 		}
-		for _, w := range warnings {
+		for _, w := range host.Warnings() {
 			log.Info("host", "note", w)
 		}
-		if !userOK && cfg.Initrd != "" {
+		if !host.UserSpaceWorks && cfg.Initrd != "" {
 			fmt.Fprintln(stderr, "godvm: warning: guest user space cannot make system calls on this host's KVM: "+
 				"programs in the initrd (including /init) will not run, only in-kernel code")
 		}
+	}
+	plan, err := planDSAPath(forced, host, machineHasDSA(c), hostDefaults)
+	if err != nil {
+		return err
+	}
+	if plan.path != "" {
+		cfg.HostCmdline = append(cfg.HostCmdline, plan.params...)
+		cfg.DSAPath = fmt.Sprintf("%s (%s)", plan.path, plan.why)
+		log.Info("DSA data path", "path", plan.path, "why", plan.why, "params", strings.Join(plan.params, " "))
+	} else if plan.why != "" {
+		log.Info("DSA data path", "path", "none", "why", plan.why)
 	}
 	for _, setup := range deviceSetup {
 		if err := setup(c, &cfg); err != nil {

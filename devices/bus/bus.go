@@ -138,6 +138,30 @@ func (b *Bus) Write64B(addr uint64, data *[64]byte, kind WideKind) (found, accep
 	return true, true
 }
 
+// Wide64Router is implemented by a Wide64 device that only forwards 64-byte
+// writes to sub-devices (pci.Mux): Wide64At reports whether the sub-device
+// at off implements Wide64 itself.
+type Wide64Router interface {
+	Wide64At(off uint64) bool
+}
+
+// Wide64At reports whether a 64-byte write at addr reaches a device that
+// takes 64-byte writes itself (implements Wide64; through a Wide64Router,
+// the sub-device there), rather than as the plain 64-byte Write that
+// Write64B falls back to. vmm/emulate's paravirtual store uses it to refuse
+// destinations that are not portals.
+func (b *Bus) Wide64At(addr uint64) bool {
+	d, off, ok := b.Find(addr, 64)
+	if !ok {
+		return false
+	}
+	if r, ok := d.(Wide64Router); ok {
+		return r.Wide64At(off)
+	}
+	_, ok = d.(Wide64)
+	return ok
+}
+
 // Range describes one registration (for diagnostics).
 type Range struct {
 	Base, Size uint64

@@ -63,6 +63,10 @@ func TestBus(t *testing.T) {
 	if f, _ := b.Write64B(0x10c1, &p, MOVDIR64B); f {
 		t.Fatal("wide write past the end dispatched")
 	}
+	// Wide64At: only a Wide64 device takes 64-byte writes itself.
+	if !b.Wide64At(0x2000) || !b.Wide64At(0x2fc0) || b.Wide64At(0x2fc1) || b.Wide64At(0x1000) || b.Wide64At(0x3000) {
+		t.Fatal("Wide64At")
+	}
 	if err := b.Unregister(0x1000); err != nil || b.Read(0x1000, d) {
 		t.Fatal("unregister")
 	}

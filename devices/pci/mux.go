@@ -30,3 +30,9 @@ func (m *Mux) Write64B(off uint64, data *[64]byte, kind bus.WideKind) bool {
 	found, accepted := m.b.Write64B(off, data, kind)
 	return found && accepted
 }
+
+// Wide64At reports whether the sub-device at off takes 64-byte writes
+// itself (bus.Wide64Router).
+func (m *Mux) Wide64At(off uint64) bool { return m.b.Wide64At(off) }
+
+var _ bus.Wide64Router = (*Mux)(nil)

@@ -3,6 +3,8 @@ package pci
 import (
 	"encoding/binary"
 	"testing"
+
+	"godvm/devices/bus"
 )
 
 func testRootConfig() RootConfig {
@@ -211,4 +213,21 @@ func TestMux(t *testing.T) {
 	if m.Write64B(0, &wide, 0) {
 		t.Fatal("wide write to hole accepted")
 	}
+	// Only a sub-device that implements bus.Wide64 takes 64-byte writes
+	// itself; regDev would get them as a plain Write.
+	must(t, m.Add(0x2000, 0x1000, "portal", wideDev{}))
+	if m.Wide64At(0x1000) || m.Wide64At(0) || !m.Wide64At(0x2fc0) || m.Wide64At(0x2fc1) {
+		t.Fatal("Wide64At")
+	}
+	var b2 bus.Bus
+	must(t, b2.Register(0x10000, 0x4000, "bar", &m))
+	if !b2.Wide64At(0x12000) || b2.Wide64At(0x11000) {
+		t.Fatal("bus.Wide64At does not look through the mux")
+	}
 }
+
+type wideDev struct{}
+
+func (wideDev) Read(uint64, []byte)                                {}
+func (wideDev) Write(uint64, []byte)                               {}
+func (wideDev) Write64B(uint64, *[64]byte, bus.WideKind) (ok bool) { return true }

@@ -19,18 +19,63 @@
 //   - MOVDIR64B / ENQCMD / ENQCMDS (66 / f2 / f3 0f 38 f8 /r): idxd work
 //     submission. The 64-byte source is read from guest memory and handed to
 //     the MMIO device at the destination with bus.Write64B; ENQCMD(S) set
-//     ZF when the device answers "retry".
+//     ZF when the device answers "retry". (Hosts whose guests cannot execute
+//     them at all use the paravirtual port below instead.)
 //
 // Everything else is an *UnhandledError carrying RIP, the bytes, the
 // disassembly and a hint (usually a guest kernel parameter that avoids the
 // instruction). Decoding uses golang.org/x/arch/x86/x86asm; see wide.go for
 // how the 0f 38 f8 family, which x86asm does not know, is decoded.
+//
+// # The paravirtual 64-byte store (port 0xf6)
+//
+// Where the guest's CPU cannot execute MOVDIR64B/ENQCMDS at all (#UD in the
+// guest, no exit: AMD, older Intel, nested kvm_amd), godvm's patched test
+// kernel, booted with godvm_dsa_path=pv, hands each 64-byte store to godvm
+// through an I/O port instead (images/kernel/patches/, movdir64b() and
+// enqcmds()). This is the protocol's one written definition; PV64B (pv.go)
+// is the host side.
+//
+// The request is a 4-byte IN (inl) from port 0xf6 (layout.PortPV64B) with:
+//
+//	EAX  kind: 1 = MOVDIR64B, 2 = ENQCMDS (PVKindMOVDIR64B, PVKindENQCMDS)
+//	RSI  guest-physical address of the 64-byte source; the 64 bytes must
+//	     lie inside one 4 KiB page and be guest RAM
+//	RDI  guest-physical address of the destination (the DSA portal)
+//
+// godvm reads the registers (KVM_GET_REGS) and answers with the IN's data,
+// which KVM loads into EAX (PVStatus):
+//
+//	0  stored (MOVDIR64B) / accepted (ENQCMDS)
+//	1  retry: ENQCMDS only, the device did not accept it (ZF=1 for the
+//	   real instruction)
+//	2  bad request: unknown kind, ENQCMDS from CPL > 0, or an access to
+//	   the port that is not a single 4-byte IN (OUT, 1- or 2-byte IN, string
+//	   I/O); a narrower IN gets the low bytes of 2
+//	3  destination not 64-byte aligned
+//	4  destination does not take 64-byte stores (RAM, unmapped, or an MMIO
+//	   device that does not implement bus.Wide64): nothing is written
+//	5  source not entirely in guest RAM, or crossing a 4 KiB page
+//
+// The checks are made in that order; the first that fails is the answer.
+// A store that is accepted goes through exactly the seam the emulated
+// instruction uses: the same 64 bytes (ENQCMDS's first dword masked to the
+// PASID, bits 19:0, and the privilege bit 31) reach the device at RDI with
+// bus.Write64B, so a passthrough or vfio-user portal (trapped or mapped as a
+// memory slot; its BAR stays on the MMIO bus) gets it exactly as it gets an
+// emulated MOVDIR64B. The guest kernel turns statuses 2 and up into an oops,
+// as the real instruction's #GP would be; godvm logs the first refusal of
+// each status and counts them all. Stats counts paravirtual stores apart
+// from emulated instructions (pv-movdir64b, pv-enqcmds, pv-retry,
+// pv-refused), so a paravirtual run never reads as the real instruction.
 package emulate
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync/atomic"
 
 	"godvm/devices/bus"
 	"godvm/guestmem"
@@ -59,6 +104,11 @@ type Emulator struct {
 	Mem   *guestmem.Memory
 	MMIO  *bus.Bus
 	Stats Stats
+	// Log receives the paravirtual port's refusals (the first of each
+	// status); nil means slog.Default().
+	Log *slog.Logger
+
+	pvWarned [numPVStatus]atomic.Bool
 }
 
 // New returns an emulator over guest memory and the MMIO bus.

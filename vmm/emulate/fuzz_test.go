@@ -1,9 +1,14 @@
 package emulate
 
 import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"log/slog"
 	"testing"
 
 	"godvm/devices/bus"
+	"godvm/devices/pci"
 	"godvm/guestmem"
 	"godvm/kvm"
 )
@@ -74,4 +79,98 @@ func fakeRegs(rax, rdx, rsi uint64) kvm.Regs {
 		RSP: rdx + 8, RBP: rsi - 8, R8: rax ^ rdx, R9: rdx ^ rsi, R10: rax + rsi,
 		R11: 1, R12: 2, R13: 0x3000, R14: portalBase, R15: ^uint64(0), RFLAGS: 2 | rax&0xfd5,
 	}
+}
+
+// FuzzPV64B drives the paravirtual store port with arbitrary accesses and
+// registers over a guest with RAM, a portal, a plain MMIO device and a
+// pci.Mux holding both kinds: it must never panic, must answer a status
+// from the protocol, and must never write anywhere but the portal (and
+// there only for statuses 0 and 1, the 64 bytes of the source, ENQCMDS's
+// first dword masked).
+func FuzzPV64B(f *testing.F) {
+	f.Add(true, uint8(4), uint8(1), uint64(1), uint64(0x3000), uint64(portalBase+0x40), true, false)
+	f.Add(true, uint8(4), uint8(1), uint64(2), uint64(0x3fc0), uint64(portalBase), false, false)
+	f.Add(true, uint8(4), uint8(1), uint64(1), uint64(0x3fc8), uint64(plainBase), true, true)
+	f.Add(false, uint8(1), uint8(3), uint64(7), uint64(ramSize), uint64(0x5000), true, false)
+	f.Fuzz(func(t *testing.T, in bool, size, count uint8, rax, rsi, rdi uint64, accept, cpl3 bool) {
+		r := newRig(t)
+		r.emu.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		r.portal.accept = accept
+		regs, wide := &portal{}, &portal{accept: accept}
+		var m pci.Mux
+		if err := m.Add(0, 0x1000, "regs", plainDev{regs}); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Add(0x1000, 0x1000, "portal", wide); err != nil {
+			t.Fatal(err)
+		}
+		const muxBase = 0xd002_0000
+		if err := r.mmio.Register(muxBase, 0x2000, "mux", &m); err != nil {
+			t.Fatal(err)
+		}
+		for i := range r.ram {
+			r.ram[i] = byte(i*7 + i>>8)
+		}
+		ram := append([]byte(nil), r.ram...)
+		c := pvCPU(rax, rsi, rdi)
+		if cpl3 {
+			c.sregs.CS.Selector |= 3
+		}
+		sz := int(size%8) + 1
+		data := make([]byte, sz*(int(count%4)+1))
+		st, err := r.emu.PV64B(c, in, sz, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st >= numPVStatus {
+			t.Fatalf("status %d is not in the protocol", st)
+		}
+		if in {
+			for off := 0; off+sz <= len(data); off += sz {
+				for i := 0; i < sz; i++ {
+					if want := byte(uint32(st) >> (8 * i)); i < 4 && data[off+i] != want || i >= 4 && data[off+i] != 0 {
+						t.Fatalf("access at %d reads % x for status %d", off, data[off:off+sz], st)
+					}
+				}
+			}
+		}
+		if !bytes.Equal(ram, r.ram) || len(r.plain.plain) != 0 || len(regs.plain) != 0 ||
+			len(r.portal.plain) != 0 || len(wide.plain) != 0 || c.setRegs != 0 {
+			t.Fatal("wrote outside a portal (RAM, plain MMIO, a plain write, or registers)")
+		}
+		writes := append(append([]wideWrite(nil), r.portal.writes...), wide.writes...)
+		if st >= PVBadRequest {
+			if len(writes) != 0 {
+				t.Fatalf("status %d but %d portal writes", st, len(writes))
+			}
+			return
+		}
+		if len(writes) != 1 || !in || sz != 4 || len(data) != 4 || rdi%64 != 0 || rsi%pageSize > pageSize-64 {
+			t.Fatalf("status %d for a request that should be refused (%d writes)", st, len(writes))
+		}
+		w := writes[0]
+		dev := uint64(portalBase)
+		if len(wide.writes) == 1 {
+			dev = muxBase + 0x1000
+		}
+		if dev+w.off != rdi {
+			t.Fatalf("written at %#x, asked for %#x", dev+w.off, rdi)
+		}
+		var want [64]byte
+		copy(want[:], ram[rsi:])
+		if uint32(rax) == PVKindENQCMDS {
+			if cpl3 || w.kind != bus.ENQCMDS {
+				t.Fatalf("ENQCMDS delivered as %v from CPL3=%v", w.kind, cpl3)
+			}
+			binary.LittleEndian.PutUint32(want[:], binary.LittleEndian.Uint32(want[:])&0x800fffff)
+		} else if w.kind != bus.MOVDIR64B {
+			t.Fatalf("kind %v", w.kind)
+		}
+		if w.data != want {
+			t.Fatalf("portal got % x, source holds % x", w.data, want)
+		}
+		if retry := uint32(rax) == PVKindENQCMDS && !accept; retry != (st == PVRetry) {
+			t.Fatalf("status %d with accept=%v", st, accept)
+		}
+	})
 }

@@ -177,17 +177,13 @@ func (e *Emulator) wide(st *state, w wideInsn) (Kind, error) {
 		// The first dword becomes the PASID from the MSR, privilege 0.
 		binary.LittleEndian.PutUint32(data[0:], uint32(msr[0].Data)&pasidMask)
 	case bus.ENQCMDS:
-		v := binary.LittleEndian.Uint32(data[0:])
-		binary.LittleEndian.PutUint32(data[0:], v&enqcmdsKeepMsk)
+		maskENQCMDS(&data)
 	}
 	dstGPA, err := translate(st.cpu, dstLin)
 	if err != nil {
 		return KindNone, st.unhandled(fmt.Sprintf("%s: destination linear %#x: %v", w.kind, dstLin, err), "")
 	}
-	found, accepted := false, false
-	if e.MMIO != nil {
-		found, accepted = e.MMIO.Write64B(dstGPA, &data, w.kind)
-	}
+	found, accepted := e.store64B(dstGPA, &data, w.kind)
 	if !found {
 		if w.kind == bus.MOVDIR64B && e.Mem.Contains(dstGPA, 64) {
 			// A direct store to ordinary RAM is legal.
@@ -206,4 +202,22 @@ func (e *Emulator) wide(st *state, w wideInsn) (Kind, error) {
 	}
 	st.advance(w.length)
 	return kind, st.commit()
+}
+
+// maskENQCMDS keeps what ENQCMDS takes from the source's first dword: the
+// PASID (bits 19:0) and the privilege bit (31); the rest reads as zero at
+// the device.
+func maskENQCMDS(data *[64]byte) {
+	v := binary.LittleEndian.Uint32(data[0:])
+	binary.LittleEndian.PutUint32(data[0:], v&enqcmdsKeepMsk)
+}
+
+// store64B hands 64 bytes to the MMIO device at a guest-physical address:
+// the one seam both the emulated instructions and the paravirtual port
+// (pv.go) deliver through. found is false when nothing is mapped there.
+func (e *Emulator) store64B(dstGPA uint64, data *[64]byte, kind bus.WideKind) (found, accepted bool) {
+	if e.MMIO == nil {
+		return false, false
+	}
+	return e.MMIO.Write64B(dstGPA, data, kind)
 }

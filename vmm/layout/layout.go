@@ -94,6 +94,7 @@ const (
 	PortI8042     = 0x60 // 0x60 data .. 0x64 command/status
 	PortDebugExit = 0xf4
 	PortBootTimer = 0xf5
+	PortPV64B     = 0xf6 // paravirtual 64-byte store (MOVDIR64B/ENQCMDS): protocol in vmm/emulate's package doc
 	PortPVPanic   = 0x505
 	PortPM1aEvent = 0x600 // 4 bytes
 	PortPM1aCtrl  = 0x604 // 2 bytes

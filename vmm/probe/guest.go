@@ -203,6 +203,13 @@ var insnTests = []insnTest{
 	{name: FWAIT, code: []byte{0x9b}},
 	// 66 0f 38 f8 07: movdir64b rax, [rdi]; rax = an unbacked MMIO address.
 	{name: MOVDIR64B, code: []byte{0x66, 0x0f, 0x38, 0xf8, 0x07}, regs: func(r *kvm.Regs) { r.RAX, r.RDI = mmioAddr, dataAddr }},
+	// The same MOVDIR64B aimed at RAM (rax = the data page + 2 KiB): where
+	// the CPU executes the instruction (Intel with MOVDIR64B under
+	// kvm_intel) this one runs without an exit, while the MMIO one above
+	// still exits; where KVM's emulator runs guest ring 0 (kvm_pvm) both
+	// are emulation failures, whatever the host CPU has. This is what
+	// tells the native DSA path from the emulated one (dsapath.go).
+	{name: MOVDIR64BRAM, code: []byte{0x66, 0x0f, 0x38, 0xf8, 0x07}, regs: func(r *kvm.Regs) { r.RAX, r.RDI = dataAddr+0x800, dataAddr }},
 	// f3 0f 38 f8 07: enqcmds rax, [rdi].
 	{name: ENQCMDS, code: []byte{0xf3, 0x0f, 0x38, 0xf8, 0x07}, regs: func(r *kvm.Regs) { r.RAX, r.RDI = mmioAddr, dataAddr }},
 	// 0f c7 f0: rdrand eax.

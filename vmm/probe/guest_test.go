@@ -59,7 +59,7 @@ func TestHandAssembledCode(t *testing.T) {
 	}
 	// x86asm does not know CLAC/STAC/MOVDIR64B/ENQCMDS; their bytes are
 	// the SDM's.
-	raw := map[string]string{CLAC: "0f01ca", STAC: "0f01cb", MOVDIR64B: "660f38f807", ENQCMDS: "f30f38f807"}
+	raw := map[string]string{CLAC: "0f01ca", STAC: "0f01cb", MOVDIR64B: "660f38f807", MOVDIR64BRAM: "660f38f807", ENQCMDS: "f30f38f807"}
 	for _, it := range insnTests {
 		if w, ok := raw[it.name]; ok {
 			if got := hex.EncodeToString(it.code); got != w {
@@ -70,8 +70,8 @@ func TestHandAssembledCode(t *testing.T) {
 	if got := strings.Join(disasm(t, []byte{0xb0, 0x5a, 0xe6, portSyscall, 0xf4}), "|"); got != "mov al, 0x5a|out 0xf2, al|hlt" {
 		t.Errorf("lstar handler %q", got)
 	}
-	if len(insnTests) != 10 {
-		t.Errorf("%d instruction tests, want 10", len(insnTests))
+	if len(insnTests) != 11 {
+		t.Errorf("%d instruction tests, want 11", len(insnTests))
 	}
 }
 

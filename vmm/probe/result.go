@@ -40,16 +40,19 @@ const (
 
 // Instruction names used in Result.Instructions.
 const (
-	INT3       = "INT3"
-	CLAC       = "CLAC"
-	STAC       = "STAC"
-	POPCNT     = "POPCNT"
-	XRSTOR     = "XRSTOR"
-	FWAIT      = "FWAIT"
-	MOVDIR64B  = "MOVDIR64B"
-	ENQCMDS    = "ENQCMDS"
-	RDRAND     = "RDRAND"
-	CMPXCHG16B = "CMPXCHG16B"
+	INT3      = "INT3"
+	CLAC      = "CLAC"
+	STAC      = "STAC"
+	POPCNT    = "POPCNT"
+	XRSTOR    = "XRSTOR"
+	FWAIT     = "FWAIT"
+	MOVDIR64B = "MOVDIR64B"
+	// MOVDIR64BRAM is MOVDIR64B with a RAM destination (MOVDIR64B's is
+	// unbacked MMIO).
+	MOVDIR64BRAM = "MOVDIR64B-RAM"
+	ENQCMDS      = "ENQCMDS"
+	RDRAND       = "RDRAND"
+	CMPXCHG16B   = "CMPXCHG16B"
 )
 
 // InsnResult is one instruction's test.
@@ -197,7 +200,7 @@ func (r *Result) Warnings() []string {
 	for _, i := range r.Instructions {
 		if i.Outcome == EmulationFailure && !slices.Contains(Emulated, i.Name) {
 			switch i.Name {
-			case XRSTOR, CMPXCHG16B, RDRAND:
+			case XRSTOR, CMPXCHG16B, RDRAND, MOVDIR64BRAM:
 				// handled by GuestCmdline
 			default:
 				w = append(w, fmt.Sprintf("%s stops the guest with an emulation failure and godvm does not emulate it", i.Name))
@@ -205,7 +208,8 @@ func (r *Result) Warnings() []string {
 		}
 	}
 	if i, ok := r.Insn(MOVDIR64B); ok && i.Outcome == Exception && i.Vector == 6 {
-		w = append(w, "MOVDIR64B raises #UD in the guest: the stock idxd driver cannot drive godvm's software DSA on this host")
+		w = append(w, "MOVDIR64B raises #UD in the guest: a DSA's data path needs the paravirtual port here "+
+			"(godvm_dsa_path=pv, understood only by godvm's patched test kernel; a stock kernel's idxd oopses at its first submission)")
 	}
 	if r.CPUID.Error == "" && !r.CPUID.Honoured() {
 		w = append(w, "KVM_SET_CPUID2 is not fully honoured: the guest sees the host's CPUID; godvm removes features with guest kernel parameters instead")

@@ -13,7 +13,8 @@ func pvmHost() *Result {
 	for _, n := range []string{INT3, CLAC, STAC, POPCNT, XRSTOR, FWAIT, MOVDIR64B, ENQCMDS, CMPXCHG16B} {
 		r.Instructions = append(r.Instructions, InsnResult{Name: n, Outcome: EmulationFailure})
 	}
-	r.Instructions = append(r.Instructions, InsnResult{Name: RDRAND, Outcome: Executed})
+	r.Instructions = append(r.Instructions, InsnResult{Name: MOVDIR64BRAM, Outcome: EmulationFailure},
+		InsnResult{Name: RDRAND, Outcome: Executed})
 	r.CPUID = CPUIDResult{POPCNTRemoved: false, XSAVERemoved: false, GuestMOVDIR64B: false}
 	return r
 }
@@ -27,6 +28,7 @@ func intelKVM() *Result {
 	r.Instructions = append(r.Instructions,
 		InsnResult{Name: INT3, Outcome: Exception, Vector: 3},
 		InsnResult{Name: MOVDIR64B, Outcome: EmulationFailure}, // to unbacked MMIO
+		InsnResult{Name: MOVDIR64BRAM, Outcome: Executed},
 		InsnResult{Name: ENQCMDS, Outcome: Exception, Vector: 6})
 	r.CPUID = CPUIDResult{HostMOVDIR64B: true, GuestMOVDIR64B: true, POPCNTRemoved: true, XSAVERemoved: true}
 	return r
@@ -36,8 +38,8 @@ func intelKVM() *Result {
 func amdKVM() *Result {
 	r := intelKVM()
 	for i := range r.Instructions {
-		if r.Instructions[i].Name == MOVDIR64B {
-			r.Instructions[i] = InsnResult{Name: MOVDIR64B, Outcome: Exception, Vector: 6}
+		if n := r.Instructions[i].Name; n == MOVDIR64B || n == MOVDIR64BRAM {
+			r.Instructions[i] = InsnResult{Name: n, Outcome: Exception, Vector: 6}
 		}
 	}
 	r.CPUID.HostMOVDIR64B, r.CPUID.GuestMOVDIR64B = false, true
@@ -96,7 +98,7 @@ func TestWarnings(t *testing.T) {
 				"KVM_SET_CPUID2 is not fully honoured"},
 			[]string{"does not emulate", "#UD"}},
 		{"kvm_intel", intelKVM(), []string{"MOVDIR64B"}, []string{"user space", "CPUID"}},
-		{"kvm_amd", amdKVM(), []string{"MOVDIR64B raises #UD"}, []string{"user space"}},
+		{"kvm_amd", amdKVM(), []string{"MOVDIR64B raises #UD", "godvm_dsa_path=pv"}, []string{"user space"}},
 		{"unknown failure", &Result{UserSpaceWorks: true, CPUID: CPUIDResult{GuestMOVDIR64B: true, POPCNTRemoved: true, XSAVERemoved: true},
 			Instructions: []InsnResult{{Name: "XYZ", Outcome: EmulationFailure}, {Name: RDRAND, Outcome: Timeout}}},
 			[]string{"XYZ stops the guest with an emulation failure and godvm does not emulate it", "RDRAND test: timeout"}, nil},
@@ -184,6 +186,8 @@ func TestWriteText(t *testing.T) {
 		"guest user space: works=false (SYSCALL from CPL3 ended in #PF",
 		"guest kernel parameters godvm adds: noxsave clearcpuid=smap,popcnt setcpuid=movdir64b",
 		"warning: guest user space cannot make system calls",
+		"DSA data path: emulated (every guest MOVDIR64B, to RAM as to MMIO, stops the vCPU with an emulation failure, as on kvm_pvm",
+		"with a DSA (--dsa, --vfio-user, --vfio), godvm also adds: godvm_dsa_path=emulated\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

@@ -25,7 +25,7 @@ func (r *Result) WriteText(w io.Writer) error {
 	}
 	b.WriteString("instructions at guest CPL0:\n")
 	for _, i := range r.Instructions {
-		fmt.Fprintf(&b, "  %-10s %-12s %-18s %s\n", i.Name, i.Bytes, i.Outcome, i.Detail)
+		fmt.Fprintf(&b, "  %-13s %-12s %-18s %s\n", i.Name, i.Bytes, i.Outcome, i.Detail)
 	}
 	c := r.CPUID
 	if c.Error != "" {
@@ -40,6 +40,9 @@ func (r *Result) WriteText(w io.Writer) error {
 	} else {
 		b.WriteString("guest kernel parameters godvm adds: none\n")
 	}
+	path, why := r.DSAPath()
+	fmt.Fprintf(&b, "DSA data path: %s (%s)\n", path, why)
+	fmt.Fprintf(&b, "with a DSA (--dsa, --vfio-user, --vfio), godvm also adds: %s\n", strings.Join(r.DSACmdline(path), " "))
 	for _, s := range r.Warnings() {
 		fmt.Fprintf(&b, "warning: %s\n", s)
 	}

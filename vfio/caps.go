@@ -89,31 +89,45 @@ func parseCaps(buf []byte, off uint32, info *RegionInfo) error {
 }
 
 // EncodeRegionInfo builds a vfio_region_info buffer with a sparse-mmap
-// capability when info.Areas is set and does not cover the whole region (the
-// vfio-user server uses it). offset is the region's offset in its fd.
+// capability when info.Areas is set and does not cover the whole region, a
+// type capability when info.HasType, and the MSI-X-mappable capability when
+// info.MSIXMappable (the vfio-user server uses it). offset is the region's
+// offset in its fd.
 func EncodeRegionInfo(info RegionInfo, offset uint64) []byte {
 	ri := regionInfo{Argsz: RegionInfoSize, Flags: info.Flags, Index: info.Index, Size: info.Size, Offset: offset}
 	sparse := info.Mappable() && !(len(info.Areas) == 1 && info.Areas[0] == Area{0, info.Size})
 	var caps []byte
-	if sparse || info.MSIXMappable {
-		ri.Flags |= RegionFlagCaps
-		ri.CapOffset = RegionInfoSize
+	// add appends one capability (its header first in body), chaining the
+	// previous one's next field to it.
+	last := -1
+	add := func(body []byte) {
+		at := RegionInfoSize + uint32(len(caps))
+		if last >= 0 {
+			binary.NativeEndian.PutUint32(caps[last+4:], at) // infoCapHeader.Next
+		}
+		last = len(caps)
+		caps = append(caps, body...)
 	}
 	if sparse {
 		c := sparseMmapCap{Header: infoCapHeader{ID: capSparseMmap, Version: 1}, NrAreas: uint32(len(info.Areas))}
-		end := RegionInfoSize + uint32(unsafe.Sizeof(c)) + 16*uint32(len(info.Areas))
-		if info.MSIXMappable {
-			c.Header.Next = end
-		}
-		caps = append(caps, bytesOf(&c)...)
+		body := append([]byte(nil), bytesOf(&c)...)
 		for _, a := range info.Areas {
 			sa := sparseMmapArea{a.Offset, a.Size}
-			caps = append(caps, bytesOf(&sa)...)
+			body = append(body, bytesOf(&sa)...)
 		}
+		add(body)
+	}
+	if info.HasType {
+		c := typeCap{Header: infoCapHeader{ID: capType, Version: 1}, Type: info.Type, Subtype: info.Subtype}
+		add(bytesOf(&c))
 	}
 	if info.MSIXMappable {
 		h := infoCapHeader{ID: capMSIXMappable, Version: 1}
-		caps = append(caps, bytesOf(&h)...)
+		add(bytesOf(&h))
+	}
+	if len(caps) > 0 {
+		ri.Flags |= RegionFlagCaps
+		ri.CapOffset = RegionInfoSize
 	}
 	ri.Argsz = RegionInfoSize + uint32(len(caps))
 	return append(append([]byte(nil), bytesOf(&ri)...), caps...)

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -48,30 +47,27 @@ func runDSAServer(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("godvm dsa-server: --portal %q: want mapped or trapped", c.String("portal")), 1)
 	}
 	sock := c.String("socket")
-	if fi, err := os.Lstat(sock); err == nil {
-		if fi.Mode()&fs.ModeSocket == 0 {
-			return cli.Exit(fmt.Sprintf("godvm dsa-server: %s exists and is not a socket", sock), 1)
-		}
-		os.Remove(sock) // a stale socket from an earlier server
-	}
-	l, err := net.Listen("unix", sock)
+	// A live server's socket is refused, a stale one replaced; on the way
+	// out only our own socket file is removed (vfiouser.ListenSocket).
+	l, removeSock, err := vfiouser.ListenSocket(sock)
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("godvm dsa-server: %v", err), 1)
 	}
-	defer os.Remove(sock)
+	defer removeSock()
 	b, err := dsabackend.New(cfg, mapped, slog.Default())
 	if err != nil {
-		l.Close()
+		removeSock()
 		return cli.Exit(fmt.Sprintf("godvm dsa-server: %v", err), 1)
 	}
 	defer b.Close()
+	// SIGHUP too: the server is often started from a terminal or an ssh
+	// session, and HUP's default action would leave the socket behind.
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	go func() {
 		s := <-sigs
 		slog.Info("dsa-server: stopping", "signal", s.String())
-		l.Close()
-		os.Remove(sock)
+		removeSock()
 		os.Exit(0) // a connected client sees EOF and marks its device failed
 	}()
 	slog.Info("dsa-server: listening", "socket", sock, "dsa", cfg.String(), "portal", c.String("portal"))

@@ -229,7 +229,14 @@ func (d *Device) reportSWErr(e SWError) {
 		if e.Priv {
 			q0 |= 1 << 6
 		}
-		d.swErr = [4]uint64{q0, uint64(e.BatchIndex), e.FaultAddr, 0}
+		q1 := uint64(e.BatchIndex)
+		if e.Code == StatusInvalFlags {
+			// Error Info Valid, and the invalid flags in qword 1 63:32
+			// (SPEC 9.2.15; Linux sw_err_reg.invalid_flags).
+			q0 |= 1 << 7
+			q1 |= uint64(e.InvalidFlags) << 32
+		}
+		d.swErr = [4]uint64{q0, q1, e.FaultAddr, 0}
 	}
 	d.intCause |= IntSWErr
 	enabled := d.genCtrl.Load()&GenCtrlSWErrIntEn != 0

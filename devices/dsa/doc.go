@@ -75,7 +75,17 @@
 //     (unless masked: pci.MSIX sets the PBA bit; or MSIXPERM Ignore). With
 //     CRAV=0 an error goes to SWERROR; a misaligned record (0x1b) or one
 //     outside memory (0x1a) too. Page faults report the first address outside
-//     guest memory, the bytes completed and (status bit 7) a write.
+//     guest memory, the bytes completed and (status bit 7) a write. SWERROR
+//     for Invalid Flags (0x11) carries the flags bitmask (qword 1 63:32,
+//     Error Info Valid).
+//   - Required flags: Compare, Compare Pattern, Create Delta, CRC Generation
+//     and Copy with CRC must set RCR (their result is only in the record), a
+//     Drain must set RCR or RCI; otherwise Invalid Flags (0x11) naming the
+//     missing flag(s).
+//   - Guest memory that vanishes under the engine (a vfio-user client that
+//     truncates the file behind a DMA mapping) is a SIGBUS; descriptors run
+//     with debug.SetPanicOnFault, so it completes as a page fault at the
+//     faulting page (0 bytes completed) instead of killing the process.
 //   - Batch: 2..WQ max count (0x14), 64-byte aligned list (0x18), list
 //     outside memory 0x06. A member that fails makes the batch 0x05; a
 //     fenced member after a failed or false-predicate member abandons the

@@ -3,6 +3,9 @@ package dsa
 import (
 	"bytes"
 	"encoding/binary"
+	"runtime"
+	"runtime/debug"
+	"unsafe"
 
 	"godvm/guestmem"
 )
@@ -29,6 +32,9 @@ type SWError struct {
 	BatchIndex uint16
 	FaultAddr  uint64
 	FaultWrite bool
+	// InvalidFlags is the bitmask of the descriptor's invalid flags for
+	// code 0x11 (SWERROR qword 1 bits 63:32, with Error Info Valid).
+	InvalidFlags uint32
 }
 
 // wqParams is what a WQ's configuration fixes for the descriptors it accepts
@@ -126,6 +132,11 @@ const (
 	writesDest = 1 << iota
 	hasSize
 	checkResult
+	// needsRCR: the operation's result is only in the completion record, so
+	// Request Completion Record must be 1 (SPEC 8.3: Compare, Compare
+	// Pattern, Create Delta Record, CRC Generation, Copy with CRC
+	// Generation; dsa-model.md §4.2).
+	needsRCR
 )
 
 // opInfo: which generic rules apply to an opcode.
@@ -138,19 +149,18 @@ func opInfo(op byte) (props int, opFlags uint32) {
 	case OpDrain:
 		return 0, 0
 	case OpMemMove, OpFill, OpDualcast, OpCopyCRC, OpDIFInsert, OpDIFStrip, OpDIFUpdate:
-		f := uint32(0)
 		if op == OpCopyCRC {
-			f = FlagCRCReadSeed | FlagCRCBypassInvRefl | FlagCRCBypassDataRef
+			return writesDest | hasSize | needsRCR, FlagCRCReadSeed | FlagCRCBypassInvRefl | FlagCRCBypassDataRef
 		}
-		return writesDest | hasSize, f
+		return writesDest | hasSize, 0
 	case OpCompare, OpCompVal:
-		return hasSize | checkResult, 0
+		return hasSize | checkResult | needsRCR, 0
 	case OpCRDelta:
-		return writesDest | hasSize | checkResult, 0
+		return writesDest | hasSize | checkResult | needsRCR, 0
 	case OpAPDelta:
 		return writesDest | hasSize, 0
 	case OpCRCGen:
-		return hasSize, FlagCRCReadSeed | FlagCRCBypassInvRefl | FlagCRCBypassDataRef
+		return hasSize | needsRCR, FlagCRCReadSeed | FlagCRCBypassInvRefl | FlagCRCBypassDataRef
 	case OpDIFCheck:
 		return hasSize, 0
 	case OpCFlush:
@@ -164,9 +174,104 @@ func opInfo(op byte) (props int, opFlags uint32) {
 func (x *executor) run(w *work, raw *[64]byte, batchIdx int, buf *[]byte) byte {
 	d := parseDesc(raw)
 	var c completion
-	x.execute(w, &d, batchIdx, &c, buf)
+	x.executeGuarded(w, &d, batchIdx, &c, buf)
 	x.complete(w, &d, batchIdx, &c)
 	return c.status &^ StatusFaultWrite
+}
+
+// Memory that vanishes under the device.
+//
+// Guest memory is normally the VMM's own RAM, but behind `godvm dsa-server`
+// it is the client's file, mapped at DMA_MAP time. The server checks the
+// file's size then (vfiouser checkDMAFile), yet a hostile or buggy client can
+// still truncate the file afterwards (a memfd that is not sealed, a tmpfs or
+// hugetlbfs file cannot be sealed at all), and the next access to a page past
+// the new end is a SIGBUS that would kill the whole server. So every access
+// the engine makes to guest memory runs with runtime/debug.SetPanicOnFault:
+// the fault becomes a recoverable panic on this goroutine, and the descriptor
+// completes with a page fault at the guest address that faulted, which is
+// what an IOMMU translation failure looks like to software. The flag is set
+// and restored around each descriptor (it is per goroutine and costs a store).
+
+// executeGuarded is execute with memory faults turned into a page-fault
+// completion.
+func (x *executor) executeGuarded(w *work, d *desc, batchIdx int, c *completion, buf *[]byte) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			addr, ok := faultAddr(r)
+			if !ok {
+				panic(r)
+			}
+			// Report the page, as a translation fault would, but not
+			// below the start of the operand it is in; and 0 bytes
+			// completed, since the copy may have run in any order.
+			gpa := x.gpaOf(addr)
+			fault := gpa &^ 0xfff
+			write := false
+			n := uint64(d.size)
+			props, _ := opInfo(d.op)
+			for i, a := range [2]uint64{d.a16, d.a24} {
+				if gpa >= a && gpa-a < n {
+					fault = max(fault, a)
+					write = i == 1 && props&writesDest != 0
+					break
+				}
+			}
+			*c = completion{}
+			c.pageFault(fault, write, 0)
+		}
+	}()
+	x.execute(w, d, batchIdx, c, buf)
+}
+
+// faultAddr returns the address of a memory fault turned into a panic by
+// debug.SetPanicOnFault (a runtime.Error with an Addr method).
+func faultAddr(r any) (uintptr, bool) {
+	e, ok := r.(interface {
+		runtime.Error
+		Addr() uintptr
+	})
+	if !ok {
+		return 0, false
+	}
+	return e.Addr(), true
+}
+
+// gpaOf maps a host address inside guest memory back to its guest address
+// (0 if it is not in guest memory).
+func (x *executor) gpaOf(addr uintptr) uint64 {
+	for _, r := range x.mem.Regions() {
+		h := r.Host()
+		if len(h) == 0 {
+			continue
+		}
+		base := uintptr(unsafe.Pointer(unsafe.SliceData(h)))
+		if addr >= base && addr-base < uintptr(len(h)) {
+			return r.GPA + uint64(addr-base)
+		}
+	}
+	return 0
+}
+
+// writeRecord writes a completion record, status byte last with release
+// ordering; false if its memory is not there (or vanished: see above).
+func (x *executor) writeRecord(addr uint64, rec *[CompletionRecLen]byte, status byte) (ok bool) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if _, isFault := faultAddr(r); !isFault {
+				panic(r)
+			}
+			ok = false
+		}
+	}()
+	if b, err := x.mem.Slice(addr+1, CompletionRecLen-1); err == nil {
+		copy(b, rec[1:])
+	} else if err := x.mem.WriteAt(rec[1:], addr+1); err != nil {
+		return false
+	}
+	return x.mem.StoreU8Release(addr, status) == nil
 }
 
 func (x *executor) execute(w *work, d *desc, batchIdx int, c *completion, buf *[]byte) {
@@ -197,6 +302,16 @@ func (x *executor) execute(w *work, d *desc, batchIdx int, c *completion, buf *[
 	bad := d.flags &^ allowed
 	if d.flags&FlagRCR != 0 && d.flags&FlagCRAV == 0 {
 		bad |= FlagRCR
+	}
+	// A flag that must be 1 and is 0 is as invalid as one that must be 0:
+	// the bitmask names the flags whose value is wrong.
+	if props&needsRCR != 0 && d.flags&FlagRCR == 0 {
+		bad |= FlagRCR
+	}
+	if d.op == OpDrain && d.flags&(FlagRCR|FlagRCI) == 0 {
+		// Drain must request a completion record or an interrupt (SPEC
+		// 8.3.3): otherwise nobody could tell when it finished.
+		bad |= FlagRCR | FlagRCI
 	}
 	if bad != 0 {
 		c.status = StatusInvalFlags
@@ -608,6 +723,10 @@ func (x *executor) complete(w *work, d *desc, batchIdx int, c *completion) {
 		}
 		e := SWError{Code: code, WQ: w.p.id, Desc: true, Opcode: d.op, PASID: w.pasid, Priv: w.priv,
 			FaultAddr: addr, FaultWrite: write}
+		if code == StatusInvalFlags {
+			// The same bitmask the completion record carries in bytes 16-18.
+			e.InvalidFlags = uint32(c.extra[0]) | uint32(c.extra[1])<<8 | uint32(c.extra[2])<<16
+		}
 		if batchIdx >= 0 {
 			e.Batch, e.BatchIndex = true, uint16(batchIdx)
 		}
@@ -627,13 +746,7 @@ func (x *executor) complete(w *work, d *desc, batchIdx int, c *completion) {
 			binary.LittleEndian.PutUint32(rec[4:], c.bytes)
 			binary.LittleEndian.PutUint64(rec[8:], c.fault)
 			copy(rec[16:], c.extra[:])
-			if b, err := x.mem.Slice(d.crAddr+1, CompletionRecLen-1); err == nil {
-				copy(b, rec[1:])
-			} else if err := x.mem.WriteAt(rec[1:], d.crAddr+1); err != nil {
-				report(StatusCRFault, d.crAddr, true)
-				break
-			}
-			if err := x.mem.StoreU8Release(d.crAddr, c.status); err != nil {
+			if !x.writeRecord(d.crAddr, &rec, c.status) {
 				report(StatusCRFault, d.crAddr, true)
 			}
 		}

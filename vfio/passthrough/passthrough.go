@@ -63,6 +63,10 @@ type bar struct {
 	maps []mapping
 	// msix sub-ranges (offsets in the BAR; size 0 if absent).
 	tableOff, tableSize, pbaOff, pbaSize uint64
+	// dmwr is the device's region for ENQCMD/ENQCMDS to this BAR
+	// (vfio.DMWrRegionType), if hasDMWr.
+	dmwr    uint32
+	hasDMWr bool
 }
 
 type mapping struct {
@@ -234,6 +238,7 @@ func (d *Device) msixControl() {
 
 func (d *Device) setupBARs(hdr []byte) error {
 	le := binary.LittleEndian
+	dmwr := vfio.FindDMWrRegions(d.dev)
 	for i := 0; i < pci.NumBARs; i++ {
 		reg := le.Uint32(hdr[0x10+4*i:])
 		if uint32(i) >= d.dev.Info().NumRegions {
@@ -259,6 +264,7 @@ func (d *Device) setupBARs(hdr []byte) error {
 			return fmt.Errorf("passthrough: %s: BAR%d size %#x is not a power of two", d.name, i, b.Size)
 		}
 		br := &bar{d: d, index: uint32(i), info: ri}
+		br.dmwr, br.hasDMWr = dmwr[uint32(i)]
 		if d.msix != nil {
 			c := d.msixCfg()
 			if c.TableBAR == i {
@@ -399,10 +405,24 @@ func (b *bar) Write(off uint64, data []byte) {
 }
 
 // Write64B forwards a trapped 64-byte portal write (MOVDIR64B/ENQCMD that
-// exited because the page is not a memory slot). Region writes carry no
-// answer, so ENQCMD is "accepted" unless the write failed.
+// exited because the page is not a memory slot).
+//
+// MOVDIR64B is a posted write: a region write. ENQCMD/ENQCMDS are not (a
+// shared WQ ignores posted writes, a dedicated one refuses DMWr), and a
+// region write carries no answer: they go through the device's DMWr region
+// for the BAR (vfio.DMWrRegionType), whose write result is the device's
+// accept/Retry. A device without one cannot take a DMWr through this path,
+// so the answer is Retry, never an "accepted" for a descriptor that was
+// turned into a posted write and dropped.
 func (b *bar) Write64B(off uint64, data *[64]byte, kind bus.WideKind) bool {
-	return b.d.dev.WriteRegion(b.index, off, data[:]) == nil
+	if kind == bus.MOVDIR64B {
+		return b.d.dev.WriteRegion(b.index, off, data[:]) == nil
+	}
+	if !b.hasDMWr {
+		return false
+	}
+	o := vfio.DMWrOffset(off, b.info.Size, kind == bus.ENQCMDS)
+	return b.d.dev.WriteRegion(b.dmwr, o, data[:]) == nil
 }
 
 // virtual reports whether config offset off is served by vcs, and where.

@@ -99,7 +99,7 @@ func NewClient(nc *net.UnixConn, name string, opts ...Option) (*Client, error) {
 
 func (c *Client) negotiate() error {
 	my := Version{Major: VersionMajor, Minor: VersionMinor, Caps: Caps{MaxMsgFDs: MaxFDsAccepted, MaxDataXferSize: DefaultMaxDataXferSize}}
-	p, _, err := c.call(CmdVersion, my.Encode(), nil)
+	p, err := c.callNoFDs(CmdVersion, my.Encode()) // fds a server attaches are not ours to keep
 	if err != nil {
 		return fmt.Errorf("vfio-user: version negotiation with %s: %w", c.name, err)
 	}
@@ -219,6 +219,13 @@ func (c *Client) call(cmd uint16, payload []byte, fds []int) ([]byte, []int, err
 		return m.Payload, m.FDs, nil
 	case <-t.C:
 		c.fail(fmt.Errorf("no reply to %s within %v", CommandName(cmd), c.timeout))
+		select {
+		case m, ok := <-ch: // the reply raced the timer: drop its fds
+			if ok {
+				closeFDs(m.FDs)
+			}
+		default:
+		}
 		return nil, nil, c.Failed()
 	}
 }

@@ -37,13 +37,21 @@ func NewPortalPage(size int, submit func(off uint64, d *[64]byte)) (*PortalPage,
 	if size <= 0 || size%4096 != 0 {
 		return nil, fmt.Errorf("vfio-user: portal size %d is not a multiple of 4096", size)
 	}
-	fd, err := unix.MemfdCreate("godvm-dsa-portal", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("godvm-dsa-portal", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, err
 	}
 	if err := unix.Ftruncate(fd, int64(size)); err != nil {
 		unix.Close(fd)
 		return nil, err
+	}
+	// The fd goes to the client, which could ftruncate it: the poller's next
+	// load from the vanished page would be a SIGBUS that kills the server.
+	// Sealing the size (and the seals themselves) makes ftruncate fail with
+	// EPERM instead; the client still maps it read/write as it must.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("vfio-user: sealing the portal memfd: %w", err)
 	}
 	mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {

@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sort"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -48,6 +50,12 @@ type Server struct {
 	b   Backend
 	log *slog.Logger
 
+	// HandshakeTimeout bounds how long a connected client may take to send
+	// VERSION (default DefaultHandshakeTimeout). Clients are served one at
+	// a time, so without it a client that connects and says nothing would
+	// keep every other client waiting for good.
+	HandshakeTimeout time.Duration
+
 	irqMu sync.Mutex // guards irqs; Trigger may run from backend goroutines
 	irqs  map[uint32][]*platform.EventFD
 	mu    sync.Mutex // guards maps
@@ -59,12 +67,15 @@ type dmaMapping struct {
 	host       []byte
 }
 
+// DefaultHandshakeTimeout is Server.HandshakeTimeout's default.
+const DefaultHandshakeTimeout = 10 * time.Second
+
 // NewServer wraps a backend.
 func NewServer(b Backend, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{b: b, log: log, irqs: map[uint32][]*platform.EventFD{}}
+	s := &Server{b: b, log: log, irqs: map[uint32][]*platform.EventFD{}, HandshakeTimeout: DefaultHandshakeTimeout}
 	b.Attach(s)
 	return s
 }
@@ -108,11 +119,17 @@ func (s *Server) ServeConn(nc *net.UnixConn) error {
 	defer s.disconnect()
 	defer c.close()
 	versioned := false
+	if s.HandshakeTimeout > 0 {
+		nc.SetReadDeadline(time.Now().Add(s.HandshakeTimeout))
+	}
 	for {
 		m, err := c.recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return nil
+			}
+			if !versioned && errors.Is(err, os.ErrDeadlineExceeded) {
+				return fmt.Errorf("vfio-user: no VERSION from the client within %v", s.HandshakeTimeout)
 			}
 			return err
 		}
@@ -130,8 +147,9 @@ func (s *Server) ServeConn(nc *net.UnixConn) error {
 		} else {
 			payload, fds, errno = s.handle(&m)
 		}
-		if m.Command == CmdVersion && errno == 0 {
+		if m.Command == CmdVersion && errno == 0 && !versioned {
 			versioned = true
+			nc.SetReadDeadline(time.Time{})
 		}
 		if m.Command == CmdVersion && errno != 0 {
 			// The spec: a server that cannot accept the version closes.
@@ -281,7 +299,7 @@ func (s *Server) regionAccess(cmd uint16, p []byte) ([]byte, []int, unix.Errno) 
 		out := make([]byte, 16+ra.Count)
 		copy(out, p[:16])
 		if err := s.b.ReadRegion(ra.Region, ra.Offset, out[16:]); err != nil {
-			return nil, nil, unix.EIO
+			return nil, nil, backendErrno(err)
 		}
 		return out, nil, 0
 	}
@@ -289,9 +307,20 @@ func (s *Server) regionAccess(cmd uint16, p []byte) ([]byte, []int, unix.Errno) 
 		return nil, nil, unix.EINVAL
 	}
 	if err := s.b.WriteRegion(ra.Region, ra.Offset, data); err != nil {
-		return nil, nil, unix.EIO
+		return nil, nil, backendErrno(err)
 	}
 	return p[:16:16], nil, 0
+}
+
+// backendErrno is the error reply for a failed region access: the errno a
+// backend returned (EAGAIN: a DMWr it did not accept, vfio.DMWrRegionType),
+// EIO for anything else.
+func backendErrno(err error) unix.Errno {
+	var e unix.Errno
+	if errors.As(err, &e) && e != 0 {
+		return e
+	}
+	return unix.EIO
 }
 
 const maxDMAMaps = 65535
@@ -308,6 +337,10 @@ func (s *Server) dmaMap(p []byte, fds []int) unix.Errno {
 	}
 	if m.Size > 1<<46 || m.Offset > 1<<62 {
 		return unix.EINVAL
+	}
+	if e := checkDMAFile(fds[0], m.Offset, m.Size); e != 0 {
+		s.log.Warn("vfio-user: DMA_MAP beyond the end of the client's file", "addr", m.Address, "size", m.Size, "offset", m.Offset)
+		return e
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -331,6 +364,39 @@ func (s *Server) dmaMap(p []byte, fds []int) unix.Errno {
 	s.maps = append(s.maps, dmaMapping{m.Address, m.Size, host})
 	s.publishLocked()
 	s.log.Debug("vfio-user: DMA mapped", "iova", fmt.Sprintf("%#x", m.Address), "size", m.Size)
+	return 0
+}
+
+// checkDMAFile refuses a mapping of [off, off+size) that the client's file
+// does not back. mmap accepts such a mapping, but the first touch of a page
+// past the end of the file is a SIGBUS, which would kill the server (the
+// device model would take it when a descriptor points there).
+//
+// Only regular files have a meaningful size (memfd, tmpfs, hugetlbfs: what
+// QEMU's memory backends, cloud-hypervisor and godvm pass); a character
+// device such as /dev/dax has st_size 0 and is left to mmap to judge.
+//
+// A file that is shrunk after the check is not prevented here: sealing it
+// (F_SEAL_SHRINK) would change the client's own file, is impossible for
+// hugetlbfs/tmpfs files (QEMU memory-backend-file) and is not something the
+// protocol lets a server do, so refusing unsealable fds would refuse
+// ordinary clients. Instead the code that touches DMA memory turns the
+// fault into an error (devices/dsa runs descriptors with
+// debug.SetPanicOnFault), so a shrinking client only hurts its own DMA.
+func checkDMAFile(fd int, off, size uint64) unix.Errno {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		if e, ok := err.(unix.Errno); ok {
+			return e
+		}
+		return unix.EINVAL
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return 0
+	}
+	if st.Size < 0 || off+size < off || off+size > uint64(st.Size) {
+		return unix.EINVAL
+	}
 	return 0
 }
 
@@ -445,6 +511,12 @@ func (s *Server) setIRQs(p []byte, fds []int) unix.Errno {
 	if len(fds) != 0 && uint32(len(fds)) != count {
 		return unix.EINVAL
 	}
+	for _, fd := range fds {
+		if !isEventFD(fd) {
+			s.log.Warn("vfio-user: SET_IRQS with an fd that is not an eventfd", "index", index)
+			return unix.EINVAL
+		}
+	}
 	for i := uint32(0); i < count; i++ {
 		if old := vec[start+i]; old != nil {
 			old.Close()
@@ -456,6 +528,26 @@ func (s *Server) setIRQs(p []byte, fds []int) unix.Errno {
 	}
 	ok = true
 	return 0
+}
+
+// isEventFD reports whether fd is an eventfd. Triggering an interrupt
+// writes 8 bytes to it while irqMu is held; anything else the client might
+// pass (the write end of a full pipe, a FIFO, a socket) can block that write
+// for good, and a regular file would just grow. An eventfd's write only
+// blocks when its counter would pass 2^64-2, which adding 1 per interrupt
+// never reaches.
+//
+// /proc/self/fd names an eventfd "anon_inode:[eventfd]". Where /proc is not
+// mounted, an anonymous inode (no file type bits in st_mode) is accepted:
+// writes to the other kinds (signalfd, timerfd, epoll, ...) fail at once
+// rather than block; pipes, FIFOs, sockets and files all have a type.
+func isEventFD(fd int) bool {
+	var buf [64]byte
+	if n, err := unix.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd), buf[:]); err == nil {
+		return string(buf[:n]) == "anon_inode:[eventfd]"
+	}
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == 0
 }
 
 // disconnect forgets the client: unmap memory, close IRQ fds.

@@ -139,8 +139,14 @@ func (b *Backend) SetMemory(m *guestmem.Memory) {
 	}
 }
 
+// dmwrRegion is the device-specific region through which ENQCMD/ENQCMDS
+// reach the portal BAR with their accept/Retry answer (vfio.DMWrRegionType):
+// a REGION_WRITE to the portal BAR itself is a posted write (MOVDIR64B),
+// which a shared WQ ignores.
+const dmwrRegion = vfio.PCINumRegions
+
 func (b *Backend) Info() vfio.DeviceInfo {
-	return vfio.DeviceInfo{Flags: vfio.DeviceFlagReset | vfio.DeviceFlagPCI, NumRegions: vfio.PCINumRegions, NumIRQs: vfio.PCINumIRQs}
+	return vfio.DeviceInfo{Flags: vfio.DeviceFlagReset | vfio.DeviceFlagPCI, NumRegions: dmwrRegion + 1, NumIRQs: vfio.PCINumIRQs}
 }
 
 func (b *Backend) RegionInfo(index uint32) (vfio.RegionInfo, error) {
@@ -157,6 +163,8 @@ func (b *Backend) RegionInfo(index uint32) (vfio.RegionInfo, error) {
 			ri.Areas = []vfio.Area{{Offset: 0, Size: ri.Size}}
 		}
 		return ri, nil
+	case dmwrRegion:
+		return vfio.DMWrRegionInfo(dmwrRegion, 2, b.cfg.PortalBARSize()), nil
 	}
 	if index < vfio.PCINumRegions {
 		return vfio.RegionInfo{Index: index}, nil
@@ -235,6 +243,18 @@ func (b *Backend) WriteRegion(index uint32, off uint64, p []byte) error {
 			return errors.New("dsa-server: portal writes are 64 bytes")
 		}
 		b.fn.Dev.Portals().Write64B(off, (*[64]byte)(p), bus.MOVDIR64B)
+	case dmwrRegion:
+		if len(p) != 64 {
+			return errors.New("dsa-server: DMWr writes are 64 bytes")
+		}
+		off, supervisor := vfio.DMWrTarget(off, b.cfg.PortalBARSize())
+		kind := bus.ENQCMD
+		if supervisor {
+			kind = bus.ENQCMDS
+		}
+		if !b.fn.Dev.Portals().Write64B(off, (*[64]byte)(p), kind) {
+			return unix.EAGAIN // Retry
+		}
 	default:
 		return errors.New("dsa-server: region not writable")
 	}

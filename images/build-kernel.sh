@@ -5,8 +5,10 @@
 # Results go to $CACHE/kernel-<hash>/{vmlinux,bzImage,System.map,config}
 # where <hash> covers every input (source package version, fragment,
 # patches, agent sources, this script). A second run with the same inputs
-# does nothing. The source tree is kept in $CACHE/build-<srchash> (package
-# version + patches), so agent or config changes rebuild incrementally.
+# does nothing. Either way $CACHE/kernel-current then points at it (what
+# `godvm bench` and the e2e tests boot when given no kernel). The source
+# tree is kept in $CACHE/build-<srchash> (package version + patches), so
+# agent or config changes rebuild incrementally.
 #
 # Usage: images/build-kernel.sh [--print-path] [--print-dir]
 #   --print-path  print only the vmlinux path on stdout (build first if needed)
@@ -26,7 +28,7 @@ for arg in "$@"; do
 	--print-path) print=path ;;
 	--print-dir) print=dir ;;
 	-h | --help)
-		sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -60,17 +62,25 @@ inputs() {
 }
 hash=$(inputs | sha256sum | cut -c1-16)
 out=$cache/kernel-$hash
-# The source tree depends only on the package and the patches, so a change
-# to the agent or the fragment rebuilds incrementally in the same tree.
-srchash=$(
-	echo "pkg $pkg $version"
-	cd "$here" && find kernel/patches -type f -name '*.patch' | LC_ALL=C sort | xargs -r sha256sum
-)
-srchash=$(echo "$srchash" | sha256sum | cut -c1-16)
+# The source tree depends only on the package: a change to the patches,
+# the agent or the fragment rebuilds incrementally in the same tree (patches
+# that changed are reversed with the copy kept when they were applied).
+srchash=$(echo "pkg $pkg $version" | sha256sum | cut -c1-16)
 build=$cache/build-$srchash
 log=$cache/kernel-$hash.log
 
+# kernel-current -> kernel-<hash>: the kernel built or found last, for
+# whoever looks for "the test kernel" without a path (godvm bench, the e2e
+# tests: internal/kernelcache). Relative, so the cache can be moved or
+# shared; replaced by a rename, so a reader never sees it missing.
+point_current() {
+	local tmp=$cache/.kernel-current.$$
+	ln -sfn "kernel-$hash" "$tmp" && mv -fT "$tmp" "$cache/kernel-current" ||
+		{ rm -f "$tmp"; say "warning: could not point $cache/kernel-current at kernel-$hash"; }
+}
+
 finish() {
+	point_current
 	case $print in
 	path) echo "$out/vmlinux" ;;
 	dir) echo "$out" ;;
@@ -118,14 +128,28 @@ if [ ! -f "$build/.extracted" ]; then
 	touch "$build/.extracted"
 fi
 
-if [ ! -f "$build/.patched" ]; then
-	for p in "$here"/kernel/patches/*.patch; do
-		[ -e "$p" ] || continue
-		step "applying $(basename "$p")"
-		patch -d "$src" -p1 --forward --batch <"$p" >>"$log" 2>&1 || fail "patch $(basename "$p")"
-	done
-	touch "$build/.patched"
-fi
+# Patches: $build/applied holds a copy of each patch as applied. Keep the
+# longest prefix (in name order) that is unchanged, reverse the rest newest
+# first, then apply what is new.
+applied=$build/applied
+mkdir -p "$applied"
+mapfile -t want < <(cd "$here/kernel/patches" && find . -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)
+mapfile -t have < <(cd "$applied" && find . -maxdepth 1 -name '*.patch' -printf '%f\n' | LC_ALL=C sort)
+keep=0
+while [ $keep -lt ${#want[@]} ] && [ $keep -lt ${#have[@]} ] && [ "${want[$keep]}" = "${have[$keep]}" ] &&
+	cmp -s "$here/kernel/patches/${want[$keep]}" "$applied/${have[$keep]}"; do
+	keep=$((keep + 1))
+done
+for ((i = ${#have[@]} - 1; i >= keep; i--)); do
+	step "reversing ${have[$i]} (changed or removed)"
+	patch -d "$src" -p1 -R --batch <"$applied/${have[$i]}" >>"$log" 2>&1 || fail "reverse ${have[$i]}"
+	rm -f "$applied/${have[$i]}"
+done
+for ((i = keep; i < ${#want[@]}; i++)); do
+	step "applying ${want[$i]}"
+	patch -d "$src" -p1 --forward --batch <"$here/kernel/patches/${want[$i]}" >>"$log" 2>&1 || fail "patch ${want[$i]}"
+	cp "$here/kernel/patches/${want[$i]}" "$applied/"
+done
 
 # The agent: copied fresh on every build (its sources are part of the hash),
 # hooked into drivers/misc once.
@@ -184,6 +208,7 @@ make -C "$src" -j"$jobs" vmlinux bzImage >>"$log" 2>&1 || fail "make"
 grep -q ' godvm_agent_main$' "$src/System.map" || fail "agent missing from System.map"
 grep -q ' cpu_parse_setcpuid$' "$src/System.map" ||
 	grep -q 'setup_setcpuid' "$src/System.map" || fail "setcpuid patch missing from System.map"
+grep -q ' godvm_pv64b_store$' "$src/System.map" || fail "pv64b patch missing from System.map"
 
 rm -rf "$out.tmp"
 mkdir -p "$out.tmp"

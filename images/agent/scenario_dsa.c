@@ -14,21 +14,41 @@
  *   enable-device dsa0         -> bus/dsa/drivers/idxd/bind
  *   enable-wq dsa0/wq0.0       -> bus/dsa/drivers/dmaengine/bind
  *
- * then checks memcpy, fill and a batch through the dmaengine API (fill and
- * batch by turning a prepared idxd descriptor into MEMFILL/BATCH before
- * submission; idxd's dmaengine has no native fill or batch), runs the
- * kernel's dmatest on the WQ's channel (>= 1000 iterations, its own
- * "summary N tests, 0 failures" line is checked in the printk buffer),
- * disables and re-enables the WQ, enables the second WQ (group 1) and
- * finally unbinds the device (Disable Device + Reset Device).
+ * Steps, each reported as "step: <name> ok (<seconds> s)" or
+ * "step: <name> FAILED (...)", stopping at the first failure:
+ *
+ *   1. configure, enable the device and wq0.0;
+ *   2. memcpy, fill and a batch through the dmaengine API (fill and batch by
+ *      turning a prepared idxd descriptor into MEMFILL/BATCH before
+ *      submission; idxd's dmaengine has no native fill or batch);
+ *   3. the kernel's dmatest on the WQ's channel, verification on, sized for
+ *      an emulated ring 0 (kvm_pvm: every byte dmatest fills and verifies
+ *      runs through KVM's instruction emulator): 1 KiB buffers and 1000
+ *      iterations by default, godvm_agent.dmatest_buf=, _iters= and
+ *      _timeout= (seconds) for larger runs. Its own "summary N tests, M
+ *      failures" line is awaited in the printk buffer (only records that
+ *      came after the run started are read), which works with 1 vCPU too;
+ *   4. disable and re-enable the WQ;
+ *   5. the second WQ (group 1);
+ *   6. disable the device (Disable Device + Reset Device);
+ *   7. configure and enable it again, and check wq0.0 once more.
+ *
+ * The last line is a one-line summary with the DSA data path godvm chose
+ * (godvm_dsa_path=, images/kernel/patches/0003-x86-godvm-pv64b.patch).
  */
+#undef MODULE_PARAM_PREFIX
+#define MODULE_PARAM_PREFIX "godvm_agent."
+
 #include <linux/completion.h>
 #include <linux/device.h>
 #include <linux/dma-mapping.h>
 #include <linux/dmaengine.h>
 #include <linux/jiffies.h>
 #include <linux/kmsg_dump.h>
+#include <linux/ktime.h>
+#include <linux/moduleparam.h>
 #include <linux/slab.h>
+#include <linux/delay.h>
 #include <linux/string.h>
 #include <asm/cpufeature.h>
 #include <uapi/linux/idxd.h>
@@ -41,8 +61,20 @@
 #define DSA_DEV		"bus/dsa/devices/dsa0"
 #define DMATEST		"module/dmatest/parameters/"
 #define DSA_WQ_SIZE	"16"
-#define DMATEST_ITERS	1000
 #define XFER		4096
+
+static unsigned int dmatest_buf = 1024;
+module_param(dmatest_buf, uint, 0444);
+MODULE_PARM_DESC(dmatest_buf, "dmatest test_buf_size in bytes (default 1024)");
+static unsigned int dmatest_iters = 1000;
+module_param(dmatest_iters, uint, 0444);
+MODULE_PARM_DESC(dmatest_iters, "dmatest iterations (default 1000)");
+static unsigned int dmatest_timeout = 300;
+module_param(dmatest_timeout, uint, 0444);
+MODULE_PARM_DESC(dmatest_timeout, "seconds to wait for dmatest's summary (default 300)");
+
+/* From images/kernel/patches/0003-x86-godvm-pv64b.patch. */
+extern char godvm_dsa_path[16];
 
 static int wr(const char *path, const char *val)
 {
@@ -313,70 +345,188 @@ static int check_wq(int id)
 	return ret;
 }
 
-/* Finds dmatest's "<thread>: summary N tests, M failures" for chan. */
-static int dmatest_summary(const char *chan, unsigned int *tests, unsigned int *failures)
+struct dmatest_result {
+	char chan[32];
+	unsigned int tests, failures, iops, iops_frac;
+};
+
+/*
+ * Reads the printk records after iter (and advances it) looking for
+ * dmatest's "<chan>-copy0: summary N tests, M failures X.YY iops ..." line.
+ * Only new records are read: formatting the whole log at emulated ring-0
+ * speed takes minutes on kvm_pvm.
+ */
+static bool dmatest_summary(struct kmsg_dump_iter *iter, struct dmatest_result *r)
 {
 	static char line[512];
-	struct kmsg_dump_iter iter;
 	char key[64];
 	size_t len;
-	int found = -ENOENT;
 
-	snprintf(key, sizeof(key), "%s-copy0: summary ", chan);
-	kmsg_dump_rewind(&iter);
-	while (kmsg_dump_get_line(&iter, false, line, sizeof(line) - 1, &len)) {
+	snprintf(key, sizeof(key), "%s-copy0: summary ", r->chan);
+	while (kmsg_dump_get_line(iter, false, line, sizeof(line) - 1, &len)) {
 		char *p;
 
 		line[len] = 0;
 		p = strstr(line, key);
-		if (p && sscanf(p + strlen(key), "%u tests, %u failures", tests, failures) == 2)
-			found = 0;
+		if (p && sscanf(p + strlen(key), "%u tests, %u failures %u.%u iops", &r->tests,
+				&r->failures, &r->iops, &r->iops_frac) >= 2)
+			return true;
 	}
-	return found;
+	return false;
 }
 
-static int run_dmatest(int id)
+static int run_dmatest(int id, struct dmatest_result *r)
 {
 	struct dma_chan *chan = wq_chan(id);
-	char name[32], buf[16];
-	unsigned int tests = 0, failures = 0;
-	int ret;
+	struct kmsg_dump_iter iter;
+	unsigned long deadline;
+	char buf[16];
 
 	if (!chan) {
 		godvm_diag("no dmaengine channel for wq0.%d", id);
 		return -ENODEV;
 	}
-	strscpy(name, dma_chan_name(chan), sizeof(name));
+	strscpy(r->chan, dma_chan_name(chan), sizeof(r->chan));
 	dma_release_channel(chan);
 
-	snprintf(buf, sizeof(buf), "%d", DMATEST_ITERS);
+	snprintf(buf, sizeof(buf), "%u", dmatest_buf);
+	TRY(wr(DMATEST "test_buf_size", buf));
+	snprintf(buf, sizeof(buf), "%u", dmatest_iters);
 	TRY(wr(DMATEST "iterations", buf));
 	TRY(wr(DMATEST "threads_per_chan", "1"));
+	TRY(wr(DMATEST "noverify", "0"));
 	TRY(wr(DMATEST "timeout", "5000"));
-	TRY(wr(DMATEST "channel", name));	/* the channel goes last */
+	TRY(wr(DMATEST "channel", r->chan));	/* the channel goes last */
+
+	/* Only what is logged from here on. */
+	kmsg_dump_rewind(&iter);
+	iter.cur_seq = iter.next_seq;
 	TRY(wr(DMATEST "run", "1"));
-	ret = godvm_sysfs_read(DMATEST "wait", buf, sizeof(buf));	/* blocks until done */
-	if (ret < 0) {
-		godvm_diag("reading dmatest wait: %d", ret);
-		return ret;
+	deadline = jiffies + dmatest_timeout * HZ;
+	while (!dmatest_summary(&iter, r)) {
+		if (time_after(jiffies, deadline)) {
+			godvm_diag("dmatest on %s: no summary line within %u s (godvm_agent.dmatest_timeout=)",
+				   r->chan, dmatest_timeout);
+			wr(DMATEST "run", "0");
+			return -ETIMEDOUT;
+		}
+		msleep(200);
 	}
 	wr(DMATEST "run", "0");	/* releases the channel */
-	ret = dmatest_summary(name, &tests, &failures);
-	if (ret) {
-		godvm_diag("no dmatest summary line for %s", name);
-		return ret;
-	}
-	godvm_diag("dmatest on %s: %u tests, %u failures", name, tests, failures);
-	if (failures || tests < DMATEST_ITERS)
+	godvm_diag("dmatest on %s: %u tests, %u failures, %u.%02u iops, %u-byte buffers", r->chan,
+		   r->tests, r->failures, r->iops, r->iops_frac, dmatest_buf);
+	if (r->failures || r->tests < dmatest_iters)
 		return -EIO;
 	return 0;
 }
 
+/* accel-config's configuration (config-engine, config-wq) of the whole device. */
+static int configure(void)
+{
+	wr(DSA_DEV "/cmd_status", "1");	/* accel-config clears it first */
+	TRY(wr(DSA_DEV "/engine0.0/group_id", "0"));
+	TRY(wr(DSA_DEV "/engine0.1/group_id", "1"));
+	TRY(config_wq(0, 0, true));
+	return config_wq(1, 1, true);
+}
+
+/* enable-device, enable-wq wq0.0 */
+static int enable_device(void)
+{
+	TRY(wr("bus/dsa/drivers/idxd/bind", "dsa0"));
+	TRY(wait_state(DSA_DEV "/state", "enabled"));
+	return enable_wq(0);
+}
+
+static struct dmatest_result dmatest_res;
+
+static int step_enable(void)
+{
+	TRY(configure());
+	return enable_device();
+}
+
+static int step_ops(void)
+{
+	return check_wq(0);
+}
+
+static int step_dmatest(void)
+{
+	return run_dmatest(0, &dmatest_res);
+}
+
+/* disable-wq, reconfigure (the driver clears mode/name/priority), enable-wq */
+static int step_wq_reenable(void)
+{
+	TRY(wr("bus/dsa/drivers/dmaengine/unbind", "wq0.0"));
+	TRY(wait_state("bus/dsa/devices/wq0.0/state", "disabled"));
+	TRY(config_wq(0, 0, false));
+	TRY(enable_wq(0));
+	return check_wq(0);
+}
+
+/* the second WQ, in group 1 with engine 1 */
+static int step_second_wq(void)
+{
+	char buf[16] = "";
+
+	TRY(enable_wq(1));
+	if (godvm_sysfs_read("bus/dsa/devices/wq0.1/group_id", buf, sizeof(buf)) <= 0 || strcmp(buf, "1")) {
+		godvm_diag("wq0.1 group_id '%s'", buf);
+		return -EINVAL;
+	}
+	TRY(check_wq(1));
+	return check_wq(0);
+}
+
+/* disable-device: unbinds the WQs, Disable Device, Reset Device */
+static int step_device_disable(void)
+{
+	char buf[32];
+
+	TRY(wr("bus/dsa/drivers/idxd/unbind", "dsa0"));
+	TRY(wait_state(DSA_DEV "/state", "disabled"));
+	if (godvm_sysfs_read(DSA_DEV "/errors", buf, sizeof(buf)) > 0)
+		godvm_diag("dsa0 errors %s", buf);
+	return 0;
+}
+
+/* The reset cleared the configuration: configure and enable again. */
+static int step_device_reenable(void)
+{
+	TRY(step_enable());
+	return check_wq(0);
+}
+
+static const struct {
+	const char *name;
+	int (*run)(void);
+} dsa_steps[] = {
+	{ "device and wq0.0 enabled", step_enable },
+	{ "wq0.0 memcpy, fill and batch", step_ops },
+	{ "dmatest", step_dmatest },
+	{ "wq0.0 disabled and re-enabled", step_wq_reenable },
+	{ "wq0.1 (group 1)", step_second_wq },
+	{ "device disabled", step_device_disable },
+	{ "device re-enabled", step_device_reenable },
+};
+
+static void secs(u64 ns, unsigned int *s, unsigned int *cs)
+{
+	*s = div_u64(ns, NSEC_PER_SEC);
+	*cs = div_u64(ns - (u64)*s * NSEC_PER_SEC, 10 * NSEC_PER_MSEC);
+}
+
 static int scenario_dsa(void)
 {
+	const char *path = godvm_dsa_path[0] ? godvm_dsa_path : "unknown (no godvm_dsa_path=)";
+	unsigned int i, ok = 0, s, cs;
+	u64 begin = ktime_get_ns();
 	char buf[64];
-	int ret;
+	int ret = 0;
 
+	godvm_diag("dsa_path=%s", path);
 	if (godvm_sysfs_wait(DSA_DEV "/state", "disabled", 5000)) {
 		godvm_diag("dsa0 did not appear (idxd needs MOVDIR64B: cpu has it=%d)",
 			   boot_cpu_has(X86_FEATURE_MOVDIR64B));
@@ -390,49 +540,27 @@ static int scenario_dsa(void)
 		godvm_diag("dsa0 max_engines %s", buf);
 	if (godvm_sysfs_read(DSA_DEV "/op_cap", buf, sizeof(buf)) > 0)
 		godvm_diag("dsa0 op_cap %s", buf);
-	wr(DSA_DEV "/cmd_status", "1");	/* accel-config clears it first */
 
-	/* Configuration (accel-config config-engine / config-wq). */
-	TRY(wr(DSA_DEV "/engine0.0/group_id", "0"));
-	TRY(wr(DSA_DEV "/engine0.1/group_id", "1"));
-	TRY(config_wq(0, 0, true));
-	TRY(config_wq(1, 1, true));
+	for (i = 0; i < ARRAY_SIZE(dsa_steps); i++) {
+		u64 t = ktime_get_ns();
 
-	/* enable-device, enable-wq */
-	TRY(wr("bus/dsa/drivers/idxd/bind", "dsa0"));
-	TRY(wait_state(DSA_DEV "/state", "enabled"));
-	TRY(enable_wq(0));
-	godvm_diag("step: device and wq0.0 enabled");
-
-	TRY(check_wq(0));
-	TRY(run_dmatest(0));
-	godvm_diag("step: dmatest ok");
-
-	/* disable-wq, reconfigure (the driver clears mode/name/priority), enable-wq */
-	TRY(wr("bus/dsa/drivers/dmaengine/unbind", "wq0.0"));
-	TRY(wait_state("bus/dsa/devices/wq0.0/state", "disabled"));
-	TRY(config_wq(0, 0, false));
-	TRY(enable_wq(0));
-	TRY(check_wq(0));
-	godvm_diag("step: wq0.0 disabled and re-enabled");
-
-	/* the second WQ, in group 1 with engine 1 */
-	TRY(enable_wq(1));
-	if (godvm_sysfs_read("bus/dsa/devices/wq0.1/group_id", buf, sizeof(buf)) <= 0 || strcmp(buf, "1")) {
-		godvm_diag("wq0.1 group_id '%s'", buf);
-		return -EINVAL;
+		ret = dsa_steps[i].run();
+		secs(ktime_get_ns() - t, &s, &cs);
+		if (ret) {
+			godvm_diag("step: %s FAILED (error %d, after %u.%02u s)", dsa_steps[i].name, ret, s, cs);
+			break;
+		}
+		godvm_diag("step: %s ok (%u.%02u s)", dsa_steps[i].name, s, cs);
+		ok++;
 	}
-	TRY(check_wq(1));
-	TRY(check_wq(0));
-	godvm_diag("step: wq0.1 (group 1) ok");
-
-	/* disable-device: unbinds the WQs, Disable Device, Reset Device */
-	TRY(wr("bus/dsa/drivers/idxd/unbind", "dsa0"));
-	TRY(wait_state(DSA_DEV "/state", "disabled"));
-	if (godvm_sysfs_read(DSA_DEV "/errors", buf, sizeof(buf)) > 0)
-		godvm_diag("dsa0 errors %s", buf);
-	godvm_diag("step: device disabled");
-	ret = 0;
+	secs(ktime_get_ns() - begin, &s, &cs);
+	if (dmatest_res.tests)
+		godvm_diag("summary: dsa %s: %u of %zu steps ok in %u.%02u s; path %s; dmatest %u tests, %u failures, %u.%02u iops",
+			   ret ? "FAILED" : "ok", ok, ARRAY_SIZE(dsa_steps), s, cs, path, dmatest_res.tests,
+			   dmatest_res.failures, dmatest_res.iops, dmatest_res.iops_frac);
+	else
+		godvm_diag("summary: dsa %s: %u of %zu steps ok in %u.%02u s; path %s; dmatest did not run",
+			   ret ? "FAILED" : "ok", ok, ARRAY_SIZE(dsa_steps), s, cs, path);
 	return ret;
 }
 GODVM_SCENARIO("dsa", scenario_dsa);

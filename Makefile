@@ -6,6 +6,8 @@
 #   make build    go build -o bin/godvm ./cmd/godvm
 #   make run      boot the test kernel with the agent's boot and dsa scenarios
 #                 (VFIO_USER=1: the DSA served by `godvm dsa-server` over vfio-user)
+#   make bench    `godvm bench $(BENCH_ARGS)` (default --runs 3) on the test
+#                 kernel `make kernel` built (bench finds it: internal/kernelcache)
 #   make test     gofmt check, go vet, go test with GODVM_TEST_KERNEL/INITRD
 #   make fuzz     run every fuzz target for FUZZTIME (default 30s)
 #
@@ -23,7 +25,7 @@ GO ?= go
 
 DEB_PACKAGES := linux-source-6.12 flex bison bc libelf-dev libssl-dev cpio \
 	busybox-static qemu-system-x86 build-essential lz4 xz-utils patch perl \
-	kmod file accel-config
+	kmod file accel-config acpica-tools
 
 GODVM := bin/godvm
 # The kernel and initrd paths come from the build scripts (cached by input hash).
@@ -35,14 +37,17 @@ CMDLINE ?= godvm_agent.run=boot,dsa
 # Both ways the guest gets setcpuid=movdir64b from godvm when KVM cannot
 # advertise it (host defaults chosen by the KVM probe).
 DSA_ARGS ?= --dsa default
-RUN_ARGS ?= --cpus 2 --timeout 600s
+# 128 MiB: on kvm_pvm struct-page init for 512 MiB costs ~4 s of the boot.
+RUN_ARGS ?= --cpus 2 --memory 128M --timeout 300s
+RUN_LOG ?= bin/run.log
 VFIO_USER ?=
 DSA_SOCKET ?= /tmp/godvm-dsa.sock
 DSA_SERVER_ARGS ?= --socket $(DSA_SOCKET)
+BENCH_ARGS ?= --runs 3
 GO_TEST_FLAGS ?=
 FUZZTIME ?= 30s
 
-.PHONY: deps kernel initrd build run test test-nested nested-go-test vet fmt-check fuzz clean
+.PHONY: deps kernel initrd build run bench test test-nested nested-go-test vet fmt-check fuzz clean
 
 # apt-get runs only when a package is missing, so `make test` stays quick.
 deps:
@@ -68,16 +73,28 @@ build:
 	mkdir -p bin
 	$(GO) build -o $(GODVM) ./cmd/godvm
 
+# The whole run is logged to RUN_LOG; images/run-summary.sh then prints a
+# short summary (each result and dsa step, dmatest, boot time, exits).
+RUN_SYSMAP = $(dir $(KERNEL))System.map
 run: deps kernel build
 ifeq ($(VFIO_USER),1)
 	rm -f $(DSA_SOCKET)
 	$(GODVM) dsa-server $(DSA_SERVER_ARGS) & \
 	server=$$!; trap 'kill $$server 2>/dev/null' EXIT; \
 	for i in $$(seq 50); do [ -S $(DSA_SOCKET) ] && break; sleep 0.1; done; \
-	$(GODVM) run --kernel "$(KERNEL)" --cmdline "$(CMDLINE)" --vfio-user $(DSA_SOCKET) $(RUN_ARGS)
+	set +e; $(GODVM) run --kernel "$(KERNEL)" --system-map "$(RUN_SYSMAP)" --cmdline "$(CMDLINE)" --boot-trace \
+		--vfio-user $(DSA_SOCKET) $(RUN_ARGS) 2>&1 | tee $(RUN_LOG); status=$${PIPESTATUS[0]}; \
+	images/run-summary.sh $(RUN_LOG) $$status; exit $$status
 else
-	$(GODVM) run --kernel "$(KERNEL)" --cmdline "$(CMDLINE)" $(DSA_ARGS) $(RUN_ARGS)
+	set +e; $(GODVM) run --kernel "$(KERNEL)" --system-map "$(RUN_SYSMAP)" --cmdline "$(CMDLINE)" --boot-trace \
+		$(DSA_ARGS) $(RUN_ARGS) 2>&1 | tee $(RUN_LOG); status=$${PIPESTATUS[0]}; \
+	images/run-summary.sh $(RUN_LOG) $$status; exit $$status
 endif
+
+# No kernel path is passed: `godvm bench` boots the kernel images/build-kernel.sh
+# built or found last ($GODVM_CACHE/kernel-current), as the e2e tests do.
+bench: deps kernel build
+	$(GODVM) bench $(BENCH_ARGS)
 
 fmt-check:
 	@out=$$(gofmt -l .); \
@@ -114,15 +131,30 @@ test-nested: deps kernel initrd build
 nested-go-test:
 	$(TEST_ENV) GO="$(GO)" GO_TEST_FLAGS="$(GO_TEST_FLAGS)" NESTED_ARGS="$(NESTED_ARGS)" images/nested/go-test-nested.sh $(NESTED_T) $(PKGS)
 
-# Every `func FuzzXxx` in a _test.go file, run one at a time for FUZZTIME.
+# Every `func FuzzXxx` in a _test.go file (under FUZZ_DIRS, default the whole
+# tree), run one at a time for FUZZTIME; then the executions of each target
+# (the last "fuzz: elapsed: ..., execs: N" line go test prints), the total and
+# the failed targets. A failing target does not stop the others; it fails the
+# run at the end (its crasher is in the package's testdata/fuzz).
 fuzz:
-	@for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+	@summary=$$(mktemp); log=$$(mktemp); failed=0; \
+	trap 'rm -f $$summary $$log' EXIT; \
+	for f in $$(grep -rl --include='*_test.go' '^func Fuzz' $(or $(FUZZ_DIRS),.) | sort); do \
 		pkg=./$$(dirname $${f#./}); \
 		for t in $$(grep -oE '^func Fuzz[A-Za-z0-9_]+' $$f | cut -d' ' -f2); do \
 			echo "== $$pkg $$t"; \
-			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+			if $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg 2>&1 | tee $$log; then st=ok; \
+			else st=FAILED; failed=$$((failed+1)); fi; \
+			n=$$(grep -oE 'execs: [0-9]+' $$log | tail -n 1 | grep -oE '[0-9]+' || echo 0); \
+			printf '%-24s %-22s %14s  %s\n' "$$pkg" "$$t" "$$n" "$$st" >>$$summary; \
 		done; \
-	done
+	done; \
+	echo; echo "== make fuzz: executions per target (FUZZTIME=$(FUZZTIME))"; \
+	printf '%-24s %-22s %14s  %s\n' package target execs result; \
+	cat $$summary; \
+	awk '{n++; s+=$$3} END {printf "total: %d executions in %d targets\n", s, n}' $$summary; \
+	echo "failed targets: $$failed"; \
+	[ $$failed -eq 0 ]
 
 clean:
 	rm -rf bin

@@ -36,6 +36,7 @@ type Trace struct {
 	Wall         time.Duration
 	OutsideShare float64 // fraction of vCPU time outside KVM_RUN
 	Exits        map[string]uint64
+	Emulated     map[string]uint64 // instructions godvm completed, by kind (movdir64b, ...)
 }
 
 // TotalExits sums the exits of every reason.
@@ -51,13 +52,14 @@ var (
 	traceBoot    = regexp.MustCompile(`(?m)^boot-trace: guest agent ready \(boot-timer write\) after (\S+)$`)
 	traceWall    = regexp.MustCompile(`(?m)^boot-trace: ran (\S+); vCPU time outside KVM_RUN: ([0-9.]+)%$`)
 	traceExits   = regexp.MustCompile(`(?m)^boot-trace: exits: (.*)$`)
+	traceEmul    = regexp.MustCompile(`(?m)^boot-trace: emulated instructions: (.*)$`)
 	ktapStarted  = regexp.MustCompile(`(?m)^KTAP version 1`)
 	dmatestSumRe = regexp.MustCompile(`summary (\d+) tests, (\d+) failures ([0-9.]+) iops ([0-9.]+) KB/s`)
 )
 
 // ParseTrace reads the boot-trace lines out of godvm's output.
 func ParseTrace(out string) (Trace, error) {
-	t := Trace{Exits: map[string]uint64{}}
+	t := Trace{Exits: map[string]uint64{}, Emulated: map[string]uint64{}}
 	m := traceWall.FindStringSubmatch(out)
 	if m == nil {
 		return t, errors.New("no boot-trace in godvm's output")
@@ -76,17 +78,33 @@ func ParseTrace(out string) (Trace, error) {
 			return t, fmt.Errorf("boot-trace: bad boot time %q", m[1])
 		}
 	}
-	if m := traceExits.FindStringSubmatch(out); m != nil && m[1] != "none" {
-		for _, kv := range strings.Fields(m[1]) {
-			k, v, ok := strings.Cut(kv, "=")
-			n, err := strconv.ParseUint(v, 10, 64)
-			if !ok || err != nil {
-				return t, fmt.Errorf("boot-trace: bad exit count %q", kv)
-			}
-			t.Exits[k] = n
+	if m := traceExits.FindStringSubmatch(out); m != nil {
+		if err := parseCounts(m[1], t.Exits); err != nil {
+			return t, fmt.Errorf("boot-trace: exits: %v", err)
+		}
+	}
+	if m := traceEmul.FindStringSubmatch(out); m != nil {
+		if err := parseCounts(m[1], t.Emulated); err != nil {
+			return t, fmt.Errorf("boot-trace: emulated instructions: %v", err)
 		}
 	}
 	return t, nil
+}
+
+// parseCounts reads "a=3 b=1" (or "none") into into.
+func parseCounts(s string, into map[string]uint64) error {
+	if s == "none" {
+		return nil
+	}
+	for _, kv := range strings.Fields(s) {
+		k, v, ok := strings.Cut(kv, "=")
+		n, err := strconv.ParseUint(v, 10, 64)
+		if !ok || err != nil {
+			return fmt.Errorf("bad count %q", kv)
+		}
+		into[k] = n
+	}
+	return nil
 }
 
 // Dmatest is the result line of the kernel's dmatest.
@@ -121,7 +139,10 @@ func CheckGuest(env *Env) error {
 		return errors.New("no godvm binary")
 	}
 	if env.Kernel == "" {
-		return errors.New("no test kernel (set GODVM_TEST_KERNEL or --kernel; `make kernel` builds it)")
+		if env.NoKernel != nil {
+			return env.NoKernel
+		}
+		return errors.New("no test kernel (--kernel, GODVM_TEST_KERNEL, or `make kernel` to build one)")
 	}
 	if _, err := os.Stat(env.Kernel); err != nil {
 		return err
@@ -129,26 +150,17 @@ func CheckGuest(env *Env) error {
 	return nil
 }
 
-// dsaDataPath says why a guest's DSA submissions cannot reach godvm on
-// this host (nil: they can). It asks godvm's KVM probe, once.
-var dsaDataPath = sync.OnceValue(func() error {
-	r, err := probe.Run(probe.Options{})
+// hostProbe runs godvm's KVM probe once: which DSA data paths this host
+// can give a guest (vmm/probe's CheckDSAPath, as godvm run --dsa-path).
+var hostProbe = sync.OnceValues(func() (*probe.Result, error) { return probe.Run(probe.Options{}) })
+
+// checkDSAPath says why this host cannot give a guest DSA data path p.
+func checkDSAPath(p probe.DSAPath) error {
+	r, err := hostProbe()
 	if err != nil {
 		return fmt.Errorf("KVM probe: %v", err)
 	}
-	if i, ok := r.Insn(probe.MOVDIR64B); ok && i.Outcome == probe.Exception {
-		return errors.New("a guest MOVDIR64B raises #UD on this host and never reaches godvm (godvm probe): the stock idxd driver cannot submit work here")
-	}
-	return nil
-})
-
-// CheckDSAGuest is CheckGuest plus a host on which the guest's idxd can
-// submit descriptors to godvm's DSA.
-func CheckDSAGuest(env *Env) error {
-	if err := CheckGuest(env); err != nil {
-		return err
-	}
-	return dsaDataPath()
+	return r.CheckDSAPath(p)
 }
 
 // syncBuffer is a bytes.Buffer safe for one writer and a concurrent reader.
@@ -170,11 +182,17 @@ func (s *syncBuffer) String() string {
 }
 
 // RunGuest runs `godvm run --boot-trace ARGS...` to completion, sampling the
-// child's memory every 100 ms.
+// child's memory every 100 ms. With a System.map in env, godvm names
+// functions in its reports (where the vCPUs were at a timeout).
 func RunGuest(ctx context.Context, env *Env, limit time.Duration, args ...string) (*GuestRun, error) {
-	ctx, cancel := context.WithTimeout(ctx, limit)
+	// godvm's own --timeout goes first: it reports where the vCPUs were.
+	ctx, cancel := context.WithTimeout(ctx, limit+30*time.Second)
 	defer cancel()
-	full := append([]string{"run", "--boot-trace", "--timeout", limit.String()}, args...)
+	full := []string{"run", "--boot-trace", "--timeout", limit.String()}
+	if env.SystemMap != "" {
+		full = append(full, "--system-map", env.SystemMap)
+	}
+	full = append(full, args...)
 	cmd := exec.CommandContext(ctx, env.Godvm, full...)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -16,6 +16,7 @@ func TestParseTraceRoundTrip(t *testing.T) {
 		Wall:         63 * time.Second,
 		OutsideShare: 0.125,
 		Exits:        map[string]uint64{"IO": 86000, "MMIO": 1200, "INTERNAL_ERROR": 310},
+		Emulated:     "int3=1 movdir64b=1012",
 	}
 	var b bytes.Buffer
 	tr.Write(&b)
@@ -29,11 +30,15 @@ func TestParseTraceRoundTrip(t *testing.T) {
 	if got.TotalExits() != 87510 || got.Exits["MMIO"] != 1200 {
 		t.Fatalf("exits %+v", got.Exits)
 	}
+	if len(got.Emulated) != 2 || got.Emulated["movdir64b"] != 1012 || got.Emulated["int3"] != 1 {
+		t.Fatalf("emulated %+v", got.Emulated)
+	}
 	tr.BootTime = 0
+	tr.Emulated = "none"
 	b.Reset()
 	tr.Write(&b)
-	if got, err := ParseTrace(b.String()); err != nil || got.BootTime != 0 {
-		t.Fatalf("no boot time: %+v %v", got, err)
+	if got, err := ParseTrace(b.String()); err != nil || got.BootTime != 0 || len(got.Emulated) != 0 {
+		t.Fatalf("no boot time, nothing emulated: %+v %v", got, err)
 	}
 	if _, err := ParseTrace("no trace here"); err == nil {
 		t.Fatal("missing trace accepted")

@@ -11,9 +11,17 @@ import (
 
 // WriteTable prints the report as an aligned table.
 func (r *Report) WriteTable(w io.Writer) error {
-	fmt.Fprintf(w, "godvm bench  %s  host %s (%d CPUs, %s), kernel %s, KVM %s, runs %d%s\n\n",
+	kvm := r.Host.KVM
+	if r.Host.KVMImpl != "" {
+		kvm += " (" + r.Host.KVMImpl + ")"
+	}
+	fmt.Fprintf(w, "godvm bench  %s  host %s (%d CPUs, %s), kernel %s, KVM %s, runs %d%s\n",
 		r.Started.Format("2006-01-02 15:04 UTC"), r.Host.Hostname, r.Host.CPUs, r.Host.CPUModel,
-		r.Host.Kernel, r.Host.KVM, r.Runs, map[bool]string{true: " (quick)"}[r.Quick])
+		r.Host.Kernel, kvm, r.Runs, map[bool]string{true: " (quick)"}[r.Quick])
+	if r.Kernel != "" {
+		fmt.Fprintf(w, "test kernel: %s\n", r.Kernel)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tmetric\tunit\tmedian\tmin\tmax\truns\t")
 	for _, s := range r.Scenarios {

@@ -15,11 +15,14 @@ import (
 // Env is what scenarios may use: the godvm binary, the test kernel, and the
 // run mode.
 type Env struct {
-	Godvm   string // path of the godvm binary (for scenarios that boot guests)
-	Kernel  string // test kernel (vmlinux)
-	BzImage string // test kernel as bzImage (for peers that need one)
-	Initrd  string
-	Quick   bool
+	Godvm     string // path of the godvm binary (for scenarios that boot guests)
+	Kernel    string // test kernel (vmlinux); "" when none was found
+	NoKernel  error  // why Kernel is "" (internal/kernelcache's error)
+	KernelWhy string // which test kernel and how it was found, for the report
+	SystemMap string // the test kernel's System.map ("": none), for godvm run's reports
+	BzImage   string // test kernel as bzImage (for peers that need one)
+	Initrd    string
+	Quick     bool
 }
 
 // Scenario is one named measurement.
@@ -58,6 +61,7 @@ type Host struct {
 	CPUModel string `json:"cpu_model"`
 	Kernel   string `json:"kernel"`
 	KVM      string `json:"kvm"`
+	KVMImpl  string `json:"kvm_module,omitempty"` // kvm_intel, kvm_amd, kvm_pvm: which module serves /dev/kvm
 	GoVer    string `json:"go"`
 }
 
@@ -68,6 +72,7 @@ type Report struct {
 	Quick     bool             `json:"quick"`
 	Runs      int              `json:"runs"`
 	Host      Host             `json:"host"`
+	Kernel    string           `json:"test_kernel,omitempty"` // the guest scenarios' kernel and how it was found
 	Scenarios []ScenarioResult `json:"scenarios"`
 }
 
@@ -112,7 +117,7 @@ func Run(ctx context.Context, scenarios []Scenario, env *Env, opt Options) *Repo
 	if prog == nil {
 		prog = io.Discard
 	}
-	rep := &Report{Schema: SchemaVersion, Started: time.Now().UTC(), Quick: env.Quick, Runs: opt.Runs, Host: DescribeHost()}
+	rep := &Report{Schema: SchemaVersion, Started: time.Now().UTC(), Quick: env.Quick, Runs: opt.Runs, Host: DescribeHost(), Kernel: env.KernelWhy}
 	for _, s := range scenarios {
 		res := ScenarioResult{Name: s.Name, Description: s.Description, Status: StatusOK}
 		start := time.Now()
@@ -177,7 +182,19 @@ func DescribeHost() Host {
 		h.Kernel = strings.TrimSpace(string(b))
 	}
 	h.KVM = KVMStatus()
+	h.KVMImpl = kvmModule("/sys/module")
 	return h
+}
+
+// kvmModule names the loaded KVM vendor modules under sysfs ("" if none).
+func kvmModule(sys string) string {
+	var mods []string
+	for _, m := range []string{"kvm_intel", "kvm_amd", "kvm_pvm"} {
+		if _, err := os.Stat(sys + "/" + m); err == nil {
+			mods = append(mods, m)
+		}
+	}
+	return strings.Join(mods, ",")
 }
 
 // KVMStatus says whether /dev/kvm is usable here, in words.

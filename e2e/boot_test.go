@@ -10,31 +10,37 @@ import (
 	"godvm/internal/testkernel"
 )
 
-func TestBootOneCPU(t *testing.T) {
-	out := bootAgent(t, agentRun{Scenarios: []string{"boot"}, CPUs: 1})
+// TestBoot boots the test kernel with 2 vCPUs and --boot-trace: KTAP from
+// the agent, both CPUs online, and godvm's boot trace (boot-timer time, exits
+// by reason).
+func TestBoot(t *testing.T) {
+	out := bootAgent(t, agentRun{Scenarios: []string{"boot"}, CPUs: 2, Args: []string{"--boot-trace"}})
 	out.wantStatus(t, 0)
 	if !out.KTAP.Version || out.KTAP.Plan != 1 {
 		t.Errorf("KTAP header missing: %+v", out.KTAP)
 	}
 	out.KTAP.wantOK(t, "boot")
-	if v, ok := out.KTAP.Diag("cpus_online"); !ok || v != "1" {
-		t.Errorf("cpus_online=%q (%v), want 1", v, ok)
-	}
-}
-
-func TestBootTwoCPUs(t *testing.T) {
-	out := bootAgent(t, agentRun{Scenarios: []string{"boot"}, CPUs: 2})
-	out.wantStatus(t, 0)
-	out.KTAP.wantOK(t, "boot")
 	if v, ok := out.KTAP.Diag("cpus_online"); !ok || v != "2" {
 		t.Errorf("cpus_online=%q (%v), want 2; diagnostics %q", v, ok, out.KTAP.Diagnostics)
 	}
+	if !strings.Contains(out.Stderr, "guest agent ready (boot-timer write) after") || !strings.Contains(out.Stderr, "KVM_EXIT_IO=") {
+		t.Errorf("boot trace missing: %q", out.Stderr)
+	}
+	t.Logf("agent ready after %s; exits %s", agentReady(out.Stderr), exitsLine(out.Stderr))
 }
 
-func TestFailScenarioExits3(t *testing.T) {
-	out := bootAgent(t, agentRun{Scenarios: []string{"fail"}})
+// TestOneCPUFailureExits3 boots 1 vCPU with the boot scenario, which
+// passes, and the fail scenario, which reports failure: the agent's KTAP
+// has both results and godvm exits 3 with the debug-exit value (the number
+// of failed scenarios).
+func TestOneCPUFailureExits3(t *testing.T) {
+	out := bootAgent(t, agentRun{Scenarios: []string{"boot", "fail"}, CPUs: 1})
 	out.wantStatus(t, 3)
-	if r, ok := out.KTAP.Result("fail"); !ok || r.OK {
+	out.KTAP.wantOK(t, "boot")
+	if v, ok := out.KTAP.Diag("cpus_online"); !ok || v != "1" {
+		t.Errorf("cpus_online=%q (%v), want 1", v, ok)
+	}
+	if r, ok := out.KTAP.Result("fail"); !ok || r.OK || r.Num != 2 {
 		t.Errorf("KTAP result for fail: %+v %v", r, ok)
 	}
 	if !strings.Contains(out.Stderr, "debug-exit value 1") {
@@ -47,14 +53,6 @@ func TestPanicScenarioExits2(t *testing.T) {
 	out.wantStatus(t, 2)
 	if !strings.Contains(out.Stdout, "deliberate panic") {
 		t.Errorf("console lacks the panic message:\n%s", tail(out.Stdout, 20))
-	}
-}
-
-func TestBootTraceReportsBootTimer(t *testing.T) {
-	out := bootAgent(t, agentRun{Scenarios: []string{"boot"}, Args: []string{"--boot-trace"}})
-	out.wantStatus(t, 0)
-	if !strings.Contains(out.Stderr, "guest agent ready (boot-timer write) after") || !strings.Contains(out.Stderr, "KVM_EXIT_IO=") {
-		t.Errorf("boot trace missing: %q", out.Stderr)
 	}
 }
 

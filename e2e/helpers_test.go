@@ -36,6 +36,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"godvm/internal/kernelcache"
 )
 
 // kvmDevice is where KVM is expected.
@@ -93,20 +95,21 @@ func requireKVM(t *testing.T) {
 	}
 }
 
-// testKernel returns GODVM_TEST_KERNEL. With /dev/kvm present, a missing
-// kernel is a failure (the Makefile exports it); without /dev/kvm the test
-// is skipped first.
+// testKernel returns the test kernel's vmlinux as `godvm bench` finds it
+// (internal/kernelcache): GODVM_TEST_KERNEL, else the kernel `make kernel`
+// built last. Without /dev/kvm the test is skipped first; with /dev/kvm
+// present, no kernel is a failure.
 func testKernel(t *testing.T) string {
 	t.Helper()
 	requireKVM(t)
-	k := os.Getenv("GODVM_TEST_KERNEL")
-	if k == "" {
-		t.Fatalf("%s is present but GODVM_TEST_KERNEL is not set: build the test kernel (images/build-kernel.sh --print-path) and export its path, or run through the Makefile", kvmDevice)
+	k, err := kernelcache.Find("")
+	if err != nil {
+		t.Fatalf("%s is present but there is no test kernel to boot: %v", kvmDevice, err)
 	}
-	if _, err := os.Stat(k); err != nil {
-		t.Fatalf("GODVM_TEST_KERNEL: %v", err)
+	if k.Vmlinux == "" {
+		t.Fatalf("%s is present but the test kernel has no vmlinux: %s", kvmDevice, k)
 	}
-	return k
+	return k.Vmlinux
 }
 
 // systemMap returns the System.map next to the test kernel, or "".
@@ -172,11 +175,16 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// defaultMemory is the guest RAM of the agent's boots: on kvm_pvm the
+// kernel's struct-page initialisation for godvm's default 512 MiB costs
+// about 4 s of emulated ring 0 per boot, and no scenario needs more.
+const defaultMemory = "128M"
+
 // agentRun describes a boot of the test kernel with the in-kernel agent.
 type agentRun struct {
 	Scenarios []string      // godvm_agent.run= (comma-joined)
 	CPUs      int           // default 1
-	Memory    string        // default godvm's
+	Memory    string        // default 128M (defaultMemory)
 	Cmdline   string        // extra guest parameters
 	Args      []string      // extra godvm flags (devices)
 	Timeout   time.Duration // godvm --timeout; default 240s
@@ -197,9 +205,10 @@ func bootAgent(t *testing.T, r agentRun) Output {
 	if r.CPUs > 0 {
 		args = append(args, "--cpus", strconv.Itoa(r.CPUs))
 	}
-	if r.Memory != "" {
-		args = append(args, "--memory", r.Memory)
+	if r.Memory == "" {
+		r.Memory = defaultMemory
 	}
+	args = append(args, "--memory", r.Memory)
 	if sm := systemMap(kernel); sm != "" {
 		args = append(args, "--system-map", sm)
 	}

@@ -8,8 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"godvm/internal/testkernel"
+	"godvm/vmm/probe"
 )
 
 const vfioUserDSA = "wqs=8,wq-size=128,groups=4,engines=4,version=1.0"
@@ -68,46 +67,30 @@ func (s *syncBuffer) String() string {
 // TestVfioUserDSA runs the agent's dsa scenario (idxd probe, accel-config
 // style configuration, dmatest, ...) against the software DSA served by a
 // separate `godvm dsa-server` process, exactly as TestDSA does against the
-// built-in device; once with the portal BAR mapped into the guest (portal
-// writes do not exit) and once trapped (every portal write is a message).
+// built-in device: with the portal BAR mapped into the guest (portal
+// writes do not exit to the server) and trapped (every portal write is a
+// message), on the path godvm picks here; and mapped on the paravirtual
+// path, which reaches the passthrough portal through the same seam.
 func TestVfioUserDSA(t *testing.T) {
-	for _, portal := range []string{"mapped", "trapped"} {
-		t.Run(portal, func(t *testing.T) {
+	cases := []struct {
+		name, portal string
+		cpus         int
+		path         probe.DSAPath
+	}{
+		{"mapped/2cpus/auto", "mapped", 2, ""},
+		{"trapped/1cpu/auto", "trapped", 1, ""},
+		{"mapped/2cpus/pv", "mapped", 2, probe.DSAPV},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
 			testKernel(t) // skips without /dev/kvm
-			sock, _, logs := dsaServer(t, portal)
-			if ud, why := guestMOVDIR64BFaults(t); ud {
-				out := runDSAControlPath(t, why, "--vfio-user", sock)
-				if out.Status != 2 {
-					t.Logf("dsa-server log:\n%s", tail(logs.String(), 30))
-				}
-				return
-			}
-			out := bootAgent(t, agentRun{
-				Scenarios: []string{"dsa"},
-				CPUs:      2,
-				Args:      []string{"--vfio-user", sock},
-				Timeout:   300 * time.Second,
+			sock, _, logs := dsaServer(t, c.portal)
+			runDSA(t, dsaRun{
+				CPUs:   c.cpus,
+				Path:   c.path,
+				Args:   []string{"--vfio-user", sock},
+				OnFail: func() { t.Logf("dsa-server log:\n%s", tail(logs.String(), 30)) },
 			})
-			if out.Status != 0 {
-				t.Logf("dsa-server log:\n%s", tail(logs.String(), 30))
-			}
-			out.wantStatus(t, 0)
-			out.KTAP.wantOK(t, "dsa")
-			for _, step := range []string{"step: device and wq0.0 enabled", "step: dmatest ok"} {
-				if !slices.Contains(out.KTAP.Diagnostics, step) {
-					t.Errorf("missing diagnostic %q; diagnostics %q", step, out.KTAP.Diagnostics)
-				}
-			}
-			if m := dmatestSummary.FindStringSubmatch(out.Stdout); m != nil {
-				tests, _ := strconv.Atoi(m[2])
-				failures, _ := strconv.Atoi(m[3])
-				if tests < 1000 || failures != 0 {
-					t.Errorf("dmatest: %d tests, %d failures", tests, failures)
-				}
-				t.Logf("guest dmatest over vfio-user (%s portal): %s tests, %s iops, %s KB/s", portal, m[2], m[4], m[5])
-			} else {
-				t.Errorf("no dmatest summary line on the console:\n%s", tail(out.Stdout, 40))
-			}
 		})
 	}
 }

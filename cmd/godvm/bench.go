@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"godvm/bench"
+	"godvm/internal/kernelcache"
 )
 
 func init() {
@@ -25,8 +26,8 @@ func init() {
 			&cli.BoolFlag{Name: "quick", Usage: "short runs for CI (fewer sizes, shorter measurements, 1 run unless --runs is given)"},
 			&cli.StringFlag{Name: "json", Usage: "write the report as JSON to FILE"},
 			&cli.StringFlag{Name: "plot", Usage: "draw the report as a PNG chart to FILE"},
-			&cli.StringFlag{Name: "kernel", EnvVars: []string{"GODVM_TEST_KERNEL"}, Usage: "test kernel (vmlinux) for the guest scenarios"},
-			&cli.StringFlag{Name: "bzimage", Usage: "the test kernel as bzImage, for the peer VMM (default: bzImage next to --kernel)"},
+			&cli.StringFlag{Name: "kernel", Usage: "test kernel (vmlinux) for the guest scenarios (default: $GODVM_TEST_KERNEL, else the one `make kernel` built last in ${GODVM_CACHE:-~/.cache/godvm})"},
+			&cli.StringFlag{Name: "bzimage", Usage: "the test kernel as bzImage, for the peer VMM (default: the bzImage next to the vmlinux)"},
 			&cli.StringFlag{Name: "initrd", EnvVars: []string{"GODVM_TEST_INITRD"}, Usage: "initrd for the peer VMM"},
 		},
 		Action: benchAction,
@@ -59,18 +60,29 @@ func benchAction(c *cli.Context) error {
 			return fmt.Errorf("bench: cannot find the godvm binary: %v", err)
 		}
 	}
-	env := &bench.Env{Godvm: self, Kernel: c.String("kernel"), BzImage: c.String("bzimage"), Initrd: c.String("initrd"), Quick: c.Bool("quick")}
-	if env.BzImage == "" && env.Kernel != "" {
-		if p := filepath.Join(filepath.Dir(env.Kernel), "bzImage"); fileExists(p) {
-			env.BzImage = p
-		}
-	}
+	env := &bench.Env{Godvm: self, BzImage: c.String("bzimage"), Initrd: c.String("initrd"), Quick: c.Bool("quick")}
 	for _, f := range []string{c.String("json"), c.String("plot")} {
 		if f != "" {
 			if err := checkWritable(f); err != nil {
 				return fmt.Errorf("bench: %v", err)
 			}
 		}
+	}
+	// The same discovery as the e2e tests: --kernel, GODVM_TEST_KERNEL, or
+	// the kernel images/build-kernel.sh built last. Not finding one is not
+	// an error here: the guest scenarios say why they cannot run.
+	if k, err := kernelcache.Find(c.String("kernel")); err != nil {
+		env.NoKernel = err
+		fmt.Fprintf(c.App.ErrWriter, "bench: %v\n", err)
+	} else {
+		env.Kernel, env.SystemMap, env.KernelWhy = k.Vmlinux, k.SystemMap, k.String()
+		if env.BzImage == "" {
+			env.BzImage = k.BzImage
+		}
+		if env.Kernel == "" {
+			env.NoKernel = fmt.Errorf("no vmlinux in %s", k)
+		}
+		fmt.Fprintf(c.App.ErrWriter, "bench: test kernel %s\n", k)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -103,11 +115,6 @@ func benchAction(c *cli.Context) error {
 		}
 	}
 	return nil
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 // checkWritable fails early, before minutes of measuring, when an output

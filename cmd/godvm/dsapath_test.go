@@ -145,3 +145,30 @@ func TestProbeJSONDSAPath(t *testing.T) {
 		t.Errorf("the probe result does not read back: %v %+v", err, back)
 	}
 }
+
+// `godvm probe --json` also carries the guest parameters godvm adds and
+// the baseline instructions that must be emulated.
+func TestProbeJSONCmdlineMustEmulate(t *testing.T) {
+	r := &probe.Result{
+		Instructions: []probe.InsnResult{
+			{Name: probe.XRSTOR, Outcome: probe.EmulationFailure},
+			{Name: probe.LDMXCSR, Outcome: probe.EmulationFailure},
+			{Name: probe.FXSAVE, Outcome: probe.Executed},
+			{Name: probe.PSHUFB, Outcome: probe.EmulationFailure},
+		},
+		CPUID: probe.CPUIDResult{Leaf1ECX: 1 << 9, GuestMOVDIR64B: true},
+	}
+	b, err := json.Marshal(probeJSON(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"guest_cmdline":["noxsave","clearcpuid=ssse3"]`, `"must_emulate":["LDMXCSR"]`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON lacks %s: %s", want, b)
+		}
+	}
+	b, _ = json.Marshal(probeJSON(&probe.Result{}))
+	if !strings.Contains(string(b), `"guest_cmdline":[]`) || !strings.Contains(string(b), `"must_emulate":[]`) {
+		t.Errorf("empty lists: %s", b)
+	}
+}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -58,12 +60,48 @@ func TestBadInputOneLine(t *testing.T) {
 	}
 }
 
+// A bzImage whose payload godvm decompresses: what is wrong with it is one
+// line too, found before the machine is built (--no-host-defaults keeps
+// the probe out; the kernel is refused before /dev/kvm is opened).
+func TestBadBzImageOneLine(t *testing.T) {
+	dir := t.TempDir()
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		w := gzip.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+		return buf.Bytes()
+	}
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, b, 0o644)
+		return p
+	}
+	notELF := write("not-elf", testkernel.BzImage(gz([]byte("a text file, not a vmlinux"))))
+	img := testkernel.BzImage(gz(testkernel.TinyELF()))
+	binary.LittleEndian.PutUint32(img[0x248:], 1<<20) // payload_offset past the end
+	offset := write("offset", img)
+	bomb := write("bomb", testkernel.BzImage(binary.LittleEndian.AppendUint32([]byte("\xfd7zXZ\x00"), 0xffffffff)))
+	for _, c := range []struct {
+		kernel, want string
+	}{
+		{notELF, "gzip payload decompressed to 26 bytes that are not a loadable vmlinux"},
+		{offset, "beyond the end of the file"},
+		{bomb, "declares 4096 MiB decompressed, more than godvm's limit of 1024 MiB"},
+	} {
+		status, stderr := runApp(t, "run", "--kernel", c.kernel, "--no-host-defaults")
+		if status != 1 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Errorf("%s: status %d stderr %q, want one line with %q", filepath.Base(c.kernel), status, stderr, c.want)
+		}
+	}
+}
+
 func TestHelp(t *testing.T) {
 	var out, errb bytes.Buffer
 	if err := newApp(&out, &errb).Run([]string{"godvm", "run", "--help"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"--kernel", "--initrd", "--cmdline", "--cpus", "--memory", "--timeout", "--boot-trace", "--verbose", "--no-host-defaults", "--dsa-path", "--system-map"} {
+	for _, f := range []string{"--kernel", "--initrd", "--cmdline", "--cpus", "--memory", "--timeout", "--boot-trace", "--verbose", "--no-host-defaults", "--dsa-path", "--system-map", "--guest-decompress"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("run --help lacks %s", f)
 		}

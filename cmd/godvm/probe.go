@@ -55,14 +55,27 @@ func probeHost(log *slog.Logger) (*probe.Result, error) {
 	return r, nil
 }
 
-// probeJSON is `godvm probe --json`'s document: the probe's Result with the
-// DSA data path it implies (Result.DSAPath) beside it.
+// probeJSON is `godvm probe --json`'s document: the probe's Result with
+// what it implies beside it: the DSA data path (Result.DSAPath), the
+// guest parameters `godvm run` adds (Result.GuestCmdline) and the
+// baseline x87/SSE instructions that fail here and that no parameter
+// avoids (Result.MustEmulate).
 func probeJSON(r *probe.Result) any {
 	path, why := r.DSAPath()
 	return struct {
 		*probe.Result
-		DSAPath dsaPathJSON `json:"dsa_path"`
-	}{r, dsaPathJSON{path, why, r.DSACmdline(path)}}
+		DSAPath      dsaPathJSON `json:"dsa_path"`
+		GuestCmdline []string    `json:"guest_cmdline"`
+		MustEmulate  []string    `json:"must_emulate"`
+	}{r, dsaPathJSON{path, why, r.DSACmdline(path)}, nonNil(r.GuestCmdline()), nonNil(r.MustEmulate())}
+}
+
+// nonNil makes an empty list encode as [] rather than null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 type dsaPathJSON struct {

@@ -25,7 +25,8 @@ var processStart = time.Now()
 // deviceSetup in init().
 func runFlags() []cli.Flag {
 	f := []cli.Flag{
-		&cli.StringFlag{Name: "kernel", Aliases: []string{"k"}, Usage: "guest kernel: uncompressed ELF vmlinux (fastest) or bzImage (required)"},
+		&cli.StringFlag{Name: "kernel", Aliases: []string{"k"}, Usage: "guest kernel: ELF vmlinux or bzImage (e.g. /boot/vmlinuz-*; godvm decompresses its payload and loads the ELF inside) (required)"},
+		&cli.BoolFlag{Name: "guest-decompress", Usage: "let a bzImage decompress itself in the guest, as a boot loader would (keeps physical KASLR; slow where guest ring 0 is emulated)"},
 		&cli.StringFlag{Name: "initrd", Aliases: []string{"i"}, Usage: "initrd/initramfs (uncompressed cpio boots fastest)"},
 		&cli.StringFlag{Name: "cmdline", Aliases: []string{"c"}, Usage: "guest kernel parameters, placed last (they win over godvm's defaults)"},
 		&cli.IntFlag{Name: "cpus", Value: 1, Usage: "number of vCPUs"},
@@ -129,7 +130,11 @@ func runAction(c *cli.Context) error {
 	}
 	defer m.Close()
 	log.Info("guest command line", "cmdline", m.Cmdline())
-	log.Info("kernel", "format", m.Kernel().Format.String(), "entry", fmt.Sprintf("%#x", m.Kernel().Entry))
+	k := m.Kernel()
+	log.Info("kernel", "format", k.Format.String(), "entry", fmt.Sprintf("%#x", k.Entry))
+	if k.Note != "" {
+		fmt.Fprintln(stderr, "godvm: note: "+k.Note)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -140,16 +145,17 @@ func runAction(c *cli.Context) error {
 // configFromFlags validates the flags into a vmm.Config.
 func configFromFlags(c *cli.Context, log *slog.Logger) (vmm.Config, error) {
 	cfg := vmm.Config{
-		Kernel:    c.String("kernel"),
-		Initrd:    c.String("initrd"),
-		Cmdline:   c.String("cmdline"),
-		CPUs:      c.Int("cpus"),
-		Timeout:   c.Duration("timeout"),
-		BootTrace: c.Bool("boot-trace"),
-		SystemMap: c.String("system-map"),
-		Console:   c.App.Writer,
-		Log:       log,
-		Start:     processStart,
+		Kernel:          c.String("kernel"),
+		GuestDecompress: c.Bool("guest-decompress"),
+		Initrd:          c.String("initrd"),
+		Cmdline:         c.String("cmdline"),
+		CPUs:            c.Int("cpus"),
+		Timeout:         c.Duration("timeout"),
+		BootTrace:       c.Bool("boot-trace"),
+		SystemMap:       c.String("system-map"),
+		Console:         c.App.Writer,
+		Log:             log,
+		Start:           processStart,
 	}
 	if cfg.Kernel == "" {
 		return cfg, errors.New("run: --kernel is required")

@@ -24,3 +24,32 @@ func TinyELF() []byte {
 	le.PutUint64(b[64+40:], 0x1000)    // p_memsz
 	return b
 }
+
+// BzImage wraps payload as a bzImage's compressed kernel would be: four
+// setup sectors with a 2.15 setup header (64-bit entry, loaded high,
+// pref_address 16 MiB), then a protected-mode part with the payload at
+// payload_offset 0x40 and a few bytes after it. The payload is used as
+// given (compress it, and append the decompressed size as the kernel's
+// build does, for a loadable image).
+func BzImage(payload []byte) []byte {
+	const setupSects = 4
+	const payloadOff = 0x40
+	le := binary.LittleEndian
+	b := make([]byte, (setupSects+1)*512+payloadOff, (setupSects+1)*512+payloadOff+len(payload)+16)
+	b[0x1f1] = setupSects
+	le.PutUint16(b[0x1fe:], 0xaa55)
+	b[0x200], b[0x201] = 0xeb, 0x26c-0x202 // jmp over the header
+	le.PutUint32(b[0x202:], 0x53726448)    // "HdrS"
+	le.PutUint16(b[0x206:], 0x020f)        // protocol 2.15
+	b[0x211] = 1                           // loadflags: LOADED_HIGH
+	le.PutUint32(b[0x22c:], 0x7fffffff)    // initrd_addr_max
+	le.PutUint32(b[0x230:], 0x200000)      // kernel_alignment
+	le.PutUint16(b[0x236:], 1)             // xloadflags: XLF_KERNEL_64
+	le.PutUint32(b[0x238:], 2047)          // cmdline_size
+	le.PutUint32(b[0x248:], payloadOff)    // payload_offset
+	le.PutUint32(b[0x24c:], uint32(len(payload)))
+	le.PutUint64(b[0x258:], 0x1000000) // pref_address
+	le.PutUint32(b[0x260:], 0x400000)  // init_size
+	b = append(b, payload...)
+	return append(b, make([]byte, 16)...)
+}

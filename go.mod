@@ -2,7 +2,12 @@ module godvm
 
 go 1.26.8
 
-require golang.org/x/sys v0.50.0
+require (
+	github.com/klauspost/compress v1.20.4
+	github.com/pierrec/lz4/v4 v4.1.33
+	github.com/ulikunitz/xz v0.5.17
+	golang.org/x/sys v0.50.0
+)
 
 require (
 	codeberg.org/go-fonts/liberation v0.5.0 // indirect

@@ -95,6 +95,8 @@ var (
 	kvmSetGuestDebug = kvmIOW[GuestDebug](0x9b)
 	kvmGetVCPUEvents = kvmIOR[VCPUEvents](0x9f)
 	kvmSetVCPUEvents = kvmIOW[VCPUEvents](0xa0)
+	kvmGetXCRs       = kvmIOR[XCRs](0xa6)
+	kvmSetXCRs       = kvmIOW[XCRs](0xa7)
 )
 
 // Error is a failed KVM ioctl.

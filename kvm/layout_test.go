@@ -30,6 +30,8 @@ func TestStructSizes(t *testing.T) {
 		{"sizeof(kvm_dtable)", unsafe.Sizeof(DTable{}), 16},
 		{"sizeof(kvm_sregs)", unsafe.Sizeof(Sregs{}), 312},
 		{"sizeof(kvm_fpu)", unsafe.Sizeof(FPU{}), 416},
+		{"sizeof(kvm_xcr)", unsafe.Sizeof(XCR{}), 16},
+		{"sizeof(kvm_xcrs)", unsafe.Sizeof(XCRs{}), 392},
 		{"sizeof(kvm_msr_entry)", unsafe.Sizeof(MSREntry{}), 16},
 		{"sizeof(kvm_msrs)", unsafe.Sizeof(msrsHeader{}), 8},
 		{"sizeof(kvm_cpuid_entry2)", unsafe.Sizeof(CPUIDEntry2{}), 40},

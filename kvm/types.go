@@ -62,6 +62,21 @@ type FPU struct {
 	_          uint32
 }
 
+// XCR is struct kvm_xcr: one extended control register (XCR0 is 0).
+type XCR struct {
+	XCR   uint32
+	_     uint32
+	Value uint64
+}
+
+// XCRs is struct kvm_xcrs (KVM_GET_XCRS / KVM_SET_XCRS).
+type XCRs struct {
+	NrXCRs uint32
+	Flags  uint32
+	XCRs   [16]XCR
+	_      [16]uint64
+}
+
 // MSREntry is struct kvm_msr_entry.
 type MSREntry struct {
 	Index uint32

@@ -109,6 +109,23 @@ func (v *VCPU) SetFPU(f FPU) error {
 	return err
 }
 
+// XCRs is KVM_GET_XCRS (needs KVM_CAP_XCRS).
+func (v *VCPU) XCRs() (XCRs, error) {
+	var x XCRs
+	_, err := ioctl(v.fd, "KVM_GET_XCRS", kvmGetXCRs, unsafe.Pointer(&x))
+	return x, err
+}
+
+// SetXCR0 sets the guest's XCR0 with KVM_SET_XCRS: the state components
+// XSAVE manages and, with CR4.OSXSAVE, which of SSE/AVX/AVX-512 state
+// the guest may use (VEX/EVEX instructions raise #UD otherwise).
+func (v *VCPU) SetXCR0(value uint64) error {
+	x := XCRs{NrXCRs: 1}
+	x.XCRs[0] = XCR{XCR: 0, Value: value}
+	_, err := ioctl(v.fd, "KVM_SET_XCRS", kvmSetXCRs, unsafe.Pointer(&x))
+	return err
+}
+
 // encodeMSRs lays out struct kvm_msrs with its entries.
 func encodeMSRs(entries []MSREntry) ([]byte, []MSREntry) {
 	hdr := int(unsafe.Sizeof(msrsHeader{}))

@@ -31,6 +31,11 @@ type DeviceFunc func(m *Machine) error
 type Config struct {
 	Kernel string // ELF vmlinux or bzImage (required)
 	Initrd string // optional initrd/initramfs
+	// GuestDecompress leaves a bzImage to decompress itself in the guest
+	// (its own decompressor, with physical KASLR); by default godvm
+	// decompresses the payload on the host and loads the ELF inside at
+	// its link address (vmm/boot).
+	GuestDecompress bool
 	// Cmdline is the user's part of the guest command line: it goes last,
 	// so its parameters win over BaseCmdline and HostCmdline.
 	Cmdline string

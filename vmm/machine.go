@@ -75,7 +75,7 @@ func New(cfg Config) (*Machine, error) {
 		return nil, &InputError{err}
 	}
 	m := &Machine{cfg: cfg, stopCh: make(chan struct{})}
-	if err := m.checkInput(); err != nil {
+	if err := m.checkInput(false); err != nil {
 		if m.kernel != nil {
 			m.kernel.Close()
 		}
@@ -102,7 +102,7 @@ func Check(cfg Config) error {
 		return &InputError{err}
 	}
 	m := &Machine{cfg: cfg}
-	err := m.checkInput()
+	err := m.checkInput(true)
 	if m.kernel != nil {
 		m.kernel.Close()
 	}
@@ -110,18 +110,29 @@ func Check(cfg Config) error {
 }
 
 // checkInput reads and checks every file and size before KVM is touched.
-func (m *Machine) checkInput() error {
+// quick leaves a bzImage's payload compressed (Check: New decompresses it
+// and reports what only decompressing finds).
+func (m *Machine) checkInput(quick bool) error {
 	c := &m.cfg
 	ram, err := layout.RAM(c.Memory)
 	if err != nil {
 		return inputErr("--memory: %v", err)
 	}
 	m.ram = ram
-	k, err := boot.ReadKernel(c.Kernel)
+	k, err := boot.ReadKernelWith(c.Kernel, boot.Options{GuestDecompress: c.GuestDecompress, HeaderOnly: quick})
 	if err != nil {
 		return &InputError{err}
 	}
 	m.kernel = k
+	switch {
+	case quick:
+	case k.Format == boot.FormatBzImageELF:
+		c.Log.Debug("kernel: godvm decompressed the bzImage's payload and enters the ELF inside at its link address; "+
+			"physical KASLR (done by the kernel's own decompressor) is off (--guest-decompress keeps it)",
+			"compression", k.Compression, "elf_mib", fmt.Sprintf("%.1f", float64(k.Decompressed)/(1<<20)), "start", fmt.Sprintf("%#x", k.Start))
+	case k.Note != "":
+		c.Log.Debug("kernel: " + k.Note)
+	}
 	if err := k.CheckFits(ram); err != nil {
 		return inputErr("kernel %s: %v", c.Kernel, err)
 	}

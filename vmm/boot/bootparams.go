@@ -1,9 +1,13 @@
 // Package boot loads a Linux kernel into guest memory for the 64-bit boot
 // protocol (Documentation/arch/x86/boot.rst): an uncompressed ELF vmlinux at
-// its physical load addresses, or a bzImage's protected-mode kernel at its
-// preferred address entered at the 64-bit entry (+0x200). It also writes the
-// "zero page" (struct boot_params) with the e820 map, the command line, the
-// initrd and a SETUP_RNG_SEED setup_data node.
+// its physical load addresses; a bzImage by decompressing its payload on the
+// host (gzip, bzip2, LZMA, XZ with the x86 BCJ filter, LZ4 legacy, zstd:
+// payload.go, xz.go) and loading the ELF inside the same way; or, where the
+// payload cannot be decoded here or Options.GuestDecompress asks, the
+// bzImage's protected-mode kernel at its preferred address entered at the
+// 64-bit entry (+0x200), to decompress itself in the guest. It also writes
+// the "zero page" (struct boot_params) with the e820 map, the command line,
+// the initrd and a SETUP_RNG_SEED setup_data node.
 package boot
 
 import (

@@ -19,7 +19,10 @@ type Format int
 
 const (
 	FormatELF     Format = iota + 1 // uncompressed vmlinux
-	FormatBzImage                   // bzImage entered at its 64-bit entry
+	FormatBzImage                   // bzImage entered at its 64-bit entry: it decompresses itself in the guest
+	// FormatBzImageELF is a bzImage whose payload godvm decompressed on
+	// the host: the ELF inside is loaded and entered as a vmlinux is.
+	FormatBzImageELF
 )
 
 func (f Format) String() string {
@@ -28,6 +31,8 @@ func (f Format) String() string {
 		return "ELF vmlinux"
 	case FormatBzImage:
 		return "bzImage"
+	case FormatBzImageELF:
+		return "bzImage, decompressed by godvm"
 	}
 	return "unknown"
 }
@@ -56,7 +61,31 @@ type Kernel struct {
 	// InitrdAddrMax is the highest address the initrd may end at (inclusive).
 	InitrdAddrMax uint64
 
+	// Compression is a bzImage's payload format (CompressionXZ, ...; ""
+	// when not recognised or not looked at).
+	Compression string
+	// Decompressed is the size of the ELF godvm decompressed
+	// (FormatBzImageELF).
+	Decompressed int
+	// Note says, in one line, why a bzImage godvm was asked to decompress
+	// is left to decompress itself in the guest ("" otherwise).
+	Note string
+
 	unmap func() error // releases ReadKernel's mapping
+}
+
+// Options say how a kernel file is read.
+type Options struct {
+	// GuestDecompress leaves a bzImage as it is: entered at its 64-bit
+	// entry, its own decompressor runs in the guest (and may randomise
+	// its physical address). Otherwise godvm decompresses the payload.
+	GuestDecompress bool
+	// HeaderOnly checks a bzImage's header and finds its payload without
+	// decompressing it (a quick validation; the result cannot be loaded
+	// when the payload would be decompressed).
+	HeaderOnly bool
+	// Limit bounds the decompressed payload (0: MaxDecompressed).
+	Limit int
 }
 
 // ErrNotKernel is wrapped by Parse errors for files that are neither a
@@ -66,7 +95,11 @@ var ErrNotKernel = errors.New("not an x86-64 Linux kernel (expected an ELF64 x86
 // ReadKernel maps and parses a kernel file. The mapping (read-only, shared
 // with the page cache: a vmlinux with debug information can be hundreds of
 // MiB) backs the segments until Close.
-func ReadKernel(path string) (*Kernel, error) {
+func ReadKernel(path string) (*Kernel, error) { return ReadKernelWith(path, Options{}) }
+
+// ReadKernelWith is ReadKernel with options. A bzImage whose payload godvm
+// decompressed no longer needs the file: its mapping is released at once.
+func ReadKernelWith(path string, o Options) (*Kernel, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
@@ -96,12 +129,16 @@ func ReadKernel(path string) (*Kernel, error) {
 			return nil, fmt.Errorf("kernel: %w", err)
 		}
 	}
-	k, err := Parse(data)
+	k, err := ParseWith(data, o)
 	if err != nil {
 		if unmap != nil {
 			unmap()
 		}
 		return nil, fmt.Errorf("kernel %s: %w", path, err)
+	}
+	if k.Format == FormatBzImageELF && k.Compression != CompressionNone && unmap != nil {
+		unmap() // the segments are in the decompressed copy
+		unmap = nil
 	}
 	k.unmap = unmap
 	return k, nil
@@ -119,14 +156,18 @@ func (k *Kernel) Close() error {
 	return err
 }
 
-// Parse recognises an ELF vmlinux or a bzImage. data must stay unchanged
-// until Load: segments alias it.
-func Parse(data []byte) (*Kernel, error) {
+// Parse recognises an ELF vmlinux or a bzImage, decompressing a bzImage's
+// payload where it can. data must stay unchanged until Load: segments may
+// alias it.
+func Parse(data []byte) (*Kernel, error) { return ParseWith(data, Options{}) }
+
+// ParseWith is Parse with options.
+func ParseWith(data []byte, o Options) (*Kernel, error) {
 	if len(data) >= 4 && bytes.Equal(data[:4], []byte("\x7fELF")) {
 		return parseELF(data)
 	}
 	if len(data) >= 0x206 && binary.LittleEndian.Uint32(data[0x202:]) == HdrSMagic {
-		return parseBzImage(data)
+		return parseBzImage(data, o)
 	}
 	return nil, ErrNotKernel
 }
@@ -250,7 +291,7 @@ func parseELF(data []byte) (*Kernel, error) {
 // Oldest boot protocol with xloadflags (and so a declared 64-bit entry).
 const minBzImageVersion = 0x020c
 
-func parseBzImage(data []byte) (*Kernel, error) {
+func parseBzImage(data []byte, o Options) (*Kernel, error) {
 	if len(data) < HdrEnd {
 		return nil, fmt.Errorf("%w: bzImage setup header truncated", ErrNotKernel)
 	}
@@ -316,7 +357,7 @@ func parseBzImage(data []byte) (*Kernel, error) {
 	if initrdMax == 0 {
 		initrdMax = 0x37ffffff // boot.rst: before 2.03
 	}
-	return &Kernel{
+	k := &Kernel{
 		Format:        FormatBzImage,
 		Entry:         load + Entry64Offset,
 		Segments:      []Segment{{Addr: load, Data: payload, MemSize: uint64(len(payload))}},
@@ -325,5 +366,67 @@ func parseBzImage(data []byte) (*Kernel, error) {
 		Hdr:           &h,
 		CmdlineMax:    cmax,
 		InitrdAddrMax: initrdMax,
-	}, nil
+	}
+	if o.GuestDecompress {
+		return k, nil
+	}
+	if h.PayloadLength == 0 {
+		k.Note = "the bzImage's setup header does not say where its payload is (payload_length 0); " + guestDecompresses
+		return k, nil
+	}
+	comp, err := bzImagePayload(data, &h, pmOff)
+	if err != nil {
+		return nil, err
+	}
+	k.Compression = PayloadFormat(comp)
+	if o.HeaderOnly {
+		return k, nil
+	}
+	return hostDecompressed(k, comp, o.Limit)
+}
+
+// hostDecompressed turns guest-path bzImage kernel k into the ELF inside
+// its payload comp, or returns k with a Note when the payload cannot be
+// decoded here.
+//
+// The ELF is loaded at its link (physical) addresses and entered at its
+// e_entry, startup_64, as a vmlinux is (boot_params in RSI, identity
+// paging): what the decompressor does before jumping there besides
+// decompressing (choosing a random physical and virtual base and applying
+// the relocations appended to the payload) is skipped, so KASLR is off.
+// The zero page still gets the image's own setup header (Hdr), so the
+// kernel reads its real version, cmdline_size, xloadflags and
+// kernel_alignment; CmdlineMax and InitrdAddrMax come from it as for the
+// guest path. init_size is the decompressor's need (payload, output and
+// its heap); the kernel proper needs its ELF extent, _text to _end,
+// which is what Start/End are.
+const guestDecompresses = "the kernel decompresses itself in the guest (slowly where guest ring 0 is emulated)"
+
+func hostDecompressed(k *Kernel, comp []byte, limit int) (*Kernel, error) {
+	format, out, err := DecompressPayload(comp, limit)
+	if err != nil {
+		var pe *PayloadError
+		if errors.As(err, &pe) && !pe.Fatal {
+			k.Note = fmt.Sprintf("cannot decompress the bzImage's payload on the host (%v); %s", pe, guestDecompresses)
+			return k, nil
+		}
+		return nil, fmt.Errorf("bzImage: %w", err)
+	}
+	e, err := parseELF(out)
+	if err != nil {
+		return nil, fmt.Errorf("bzImage: its %s payload decompressed to %d bytes that are not a loadable vmlinux: %w", format, len(out), err)
+	}
+	h := k.Hdr
+	if a := uint64(h.KernelAlignment); h.RelocatableKernel != 0 && a != 0 && a&(a-1) == 0 && e.Start%a != 0 {
+		k.Note = fmt.Sprintf("the ELF in the bzImage's %s payload loads at %#x, not aligned to its kernel_alignment %#x; %s",
+			format, e.Start, a, guestDecompresses)
+		return k, nil
+	}
+	e.Format = FormatBzImageELF
+	e.Hdr = h
+	e.CmdlineMax = k.CmdlineMax
+	e.InitrdAddrMax = k.InitrdAddrMax
+	e.Compression = format
+	e.Decompressed = len(out)
+	return e, nil
 }

@@ -21,7 +21,14 @@ import (
 //	0x12000 user code (CPL3): syscall; hlt
 //	0x20000 data (64-byte aligned, zeroed: XSAVE area, CMPXCHG16B operand,
 //	        MOVDIR64B source)
+//	0x21000 x87/SSE operands (fpData): +0 a valid FXSAVE image (FCW 0x37f,
+//	        MXCSR 0x1f80), +0x200 the dword 0x1f80 and +0x210 the word
+//	        0x37f (LDMXCSR/FLDCW sources, SSE load sources), +0x400 an FXSAVE
+//	        destination, +0x800 a store destination
 //	0x40000 kernel stack top, 0x48000 TSS.RSP0, 0x50000 user stack top
+//
+// The instruction tests run one after another in one VM (run.go: batch),
+// each test's code at its own 64-byte slot from codeAddr.
 //
 // Guest-private I/O ports report back: 0xf0 "done", 0xf1 exception vector,
 // 0xf2 "SYSCALL reached CPL0", 0xf3 a 32-bit value.
@@ -39,6 +46,13 @@ const (
 	lstarAddr    = 0x11000
 	userCodeAddr = 0x12000
 	dataAddr     = 0x20000
+	fpData       = 0x21000
+	fpMXCSR      = fpData + 0x200 // dword 0x1f80
+	fpFCW        = fpData + 0x210 // word 0x37f
+	fpSave       = fpData + 0x400 // 512 bytes, 16-aligned
+	fpStore      = fpData + 0x800
+	slotSize     = 0x40 // code per test in a batch: at codeAddr + i*slotSize
+	maxSlots     = (lstarAddr - codeAddr) / slotSize
 	kernelStack  = 0x40000
 	tssRSP0      = 0x48000
 	userStack    = 0x50000
@@ -67,9 +81,15 @@ const (
 	cr0MP       = 1 << 1
 	cr4OSFXSR   = 1 << 9
 	cr4OSXMMEXC = 1 << 10
+	cr4FSGSBASE = 1 << 16
 	cr4OSXSAVE  = 1 << 18
 	cr4SMAP     = 1 << 21
-	eferSCE     = 1 << 0
+
+	xcr0X87    = 1 << 0
+	xcr0SSE    = 1 << 1
+	xcr0AVX    = 1 << 2
+	xcr0AVX512 = 0xe0 // opmask, ZMM_Hi256, Hi16_ZMM
+	eferSCE    = 1 << 0
 
 	ptePresent = 1 << 0
 	pteWrite   = 1 << 1
@@ -140,6 +160,17 @@ func writeImage(mem []byte, user bool) {
 	}
 	copy(mem[lstarAddr:], []byte{0xb0, 0x5a, 0xe6, portSyscall, 0xf4})
 	copy(mem[userCodeAddr:], []byte{0x0f, 0x05, 0xf4}) // syscall; hlt
+	writeData(mem)
+}
+
+// writeData (re)sets the data pages the instruction tests read and write.
+func writeData(mem []byte) {
+	clear(mem[dataAddr : fpData+0x1000])
+	le := binary.LittleEndian
+	le.PutUint16(mem[fpData:], 0x37f)     // FXSAVE image: FCW
+	le.PutUint32(mem[fpData+24:], 0x1f80) // FXSAVE image: MXCSR
+	le.PutUint32(mem[fpMXCSR:], 0x1f80)
+	le.PutUint16(mem[fpFCW:], 0x37f)
 }
 
 func kvmSeg(e uint64, sel uint16) kvm.Segment { return x86.SegmentFromGDT(e, sel) }
@@ -165,18 +196,24 @@ func sregs(base kvm.Sregs, user bool, cr4 uint64) kvm.Sregs {
 	return s
 }
 
-// insnTest is one CPL0 instruction test: code runs at codeAddr, followed by
-// doneSeq, with the registers set by regs.
+// insnTest is one CPL0 instruction test: code runs at codeAddr (or its
+// batch slot), followed by doneSeq, with the registers set by regs.
 type insnTest struct {
 	name string
 	code []byte
 	regs func(r *kvm.Regs)
 	cr4  func(f features) uint64
+	// xcr0: the test needs XCR0 with AVX (or AVX-512) state enabled; it
+	// fails as a probe error where KVM_SET_XCRS did not take.
+	xcr0 uint64
 }
 
 // features are host CPUID bits that decide how a test guest is set up.
 type features struct {
-	smap, xsave, movdir64b bool
+	smap, xsave, movdir64b, fsgsbase bool
+	// xcr0 is the XCR0 the batch guest gets: x87, SSE and whatever of
+	// AVX and AVX-512 state KVM supports (0 without XSAVE).
+	xcr0 uint64
 }
 
 // insnTests are the instructions of interest, with the exact bytes used.
@@ -216,7 +253,61 @@ var insnTests = []insnTest{
 	{name: RDRAND, code: []byte{0x0f, 0xc7, 0xf0}},
 	// f0 48 0f c7 0f: lock cmpxchg16b [rdi]; rdi 16-byte aligned.
 	{name: CMPXCHG16B, code: []byte{0xf0, 0x48, 0x0f, 0xc7, 0x0f}, regs: func(r *kvm.Regs) { r.RDI = dataAddr }},
+
+	// The x87/SSE state and baseline SSE/SSE2 instructions (Baseline in
+	// result.go: an x86-64 kernel cannot be told not to use them).
+	// kernel_fpu_begin() runs LDMXCSR (and FNINIT for x87 users).
+	{name: LDMXCSR, code: []byte{0x0f, 0xae, 0x17}, regs: rdi(fpMXCSR)},        // ldmxcsr [rdi]
+	{name: STMXCSR, code: []byte{0x0f, 0xae, 0x1f}, regs: rdi(fpStore)},        // stmxcsr [rdi]
+	{name: FNSTCW, code: []byte{0xd9, 0x3f}, regs: rdi(fpStore)},               // fnstcw [rdi]
+	{name: FLDCW, code: []byte{0xd9, 0x2f}, regs: rdi(fpFCW)},                  // fldcw [rdi]
+	{name: FNINIT, code: []byte{0xdb, 0xe3}},                                   // fninit
+	{name: FNSTSW, code: []byte{0xdf, 0xe0}},                                   // fnstsw ax
+	{name: FNCLEX, code: []byte{0xdb, 0xe2}},                                   // fnclex
+	{name: FLD1FSTP, code: []byte{0xd9, 0xe8, 0xdd, 0x1f}, regs: rdi(fpStore)}, // fld1; fstp qword [rdi]
+	{name: FXSAVE, code: []byte{0x0f, 0xae, 0x07}, regs: rdi(fpSave)},          // fxsave [rdi]
+	{name: FXRSTOR, code: []byte{0x0f, 0xae, 0x0f}, regs: rdi(fpData)},         // fxrstor [rdi]
+	{name: EMMS, code: []byte{0x0f, 0x77}},                                     // emms
+	{name: PXOR, code: []byte{0x66, 0x0f, 0xef, 0xc1}},                         // pxor xmm0, xmm1
+	{name: XORPS, code: []byte{0x0f, 0x57, 0xc1}},                              // xorps xmm0, xmm1
+	{name: MOVDTOXMM, code: []byte{0x66, 0x0f, 0x6e, 0xc0}},                    // movd xmm0, eax
+	{name: MOVQFROMXMM, code: []byte{0x66, 0x48, 0x0f, 0x7e, 0xc0}},            // movq rax, xmm0
+	{name: PCMPEQB, code: []byte{0x66, 0x0f, 0x74, 0xc1}},                      // pcmpeqb xmm0, xmm1
+	{name: PMOVMSKB, code: []byte{0x66, 0x0f, 0xd7, 0xc0}},                     // pmovmskb eax, xmm0
+	{name: MOVDQU, code: []byte{0xf3, 0x0f, 0x6f, 0x07}, regs: rdi(fpMXCSR)},   // movdqu xmm0, [rdi]
+	{name: MOVSD, code: []byte{0xf2, 0x0f, 0x10, 0x07}, regs: rdi(fpMXCSR)},    // movsd xmm0, qword [rdi]
+	{name: CVTSI2SD, code: []byte{0xf2, 0x48, 0x0f, 0x2a, 0xc0}},               // cvtsi2sd xmm0, rax
+	{name: SQRTSD, code: []byte{0xf2, 0x0f, 0x51, 0xc1}},                       // sqrtsd xmm0, xmm1
+
+	// Optional extensions (Steerable in result.go: clearcpuid= names
+	// that switch the kernel's users of each off).
+	{name: PSHUFB, code: []byte{0x66, 0x0f, 0x38, 0x00, 0xc1}},                                         // pshufb xmm0, xmm1 (SSSE3)
+	{name: PTEST, code: []byte{0x66, 0x0f, 0x38, 0x17, 0xc1}},                                          // ptest xmm0, xmm1 (SSE4.1)
+	{name: CRC32, code: []byte{0xf2, 0x0f, 0x38, 0xf1, 0xc1}},                                          // crc32 eax, ecx (SSE4.2)
+	{name: PCLMULQDQ, code: []byte{0x66, 0x0f, 0x3a, 0x44, 0xc1, 0x00}},                                // pclmulqdq xmm0, xmm1, 0
+	{name: AESENC, code: []byte{0x66, 0x0f, 0x38, 0xdc, 0xc1}},                                         // aesenc xmm0, xmm1
+	{name: SHA256MSG1, code: []byte{0x0f, 0x38, 0xcc, 0xc1}},                                           // sha256msg1 xmm0, xmm1 (SHA-NI)
+	{name: ADCX, code: []byte{0x66, 0x48, 0x0f, 0x38, 0xf6, 0xc1}},                                     // adcx rax, rcx (ADX)
+	{name: ANDN, code: []byte{0xc4, 0xe2, 0xe0, 0xf2, 0xc1}},                                           // andn rax, rbx, rcx (BMI1, VEX)
+	{name: SHLX, code: []byte{0xc4, 0xe2, 0xe1, 0xf7, 0xc1}},                                           // shlx rax, rcx, rbx (BMI2, VEX)
+	{name: RORX, code: []byte{0xc4, 0xe3, 0xfb, 0xf0, 0xc1, 0x03}},                                     // rorx rax, rcx, 3 (BMI2, VEX)
+	{name: VPXOR, code: []byte{0xc5, 0xf9, 0xef, 0xc1}, cr4: osxsaveIf, xcr0: xcr0AVX},                 // vpxor xmm0, xmm0, xmm1 (AVX)
+	{name: VPXORYMM, code: []byte{0xc5, 0xfd, 0xef, 0xc1}, cr4: osxsaveIf, xcr0: xcr0AVX},              // vpxor ymm0, ymm0, ymm1 (AVX2)
+	{name: VPXORD, code: []byte{0x62, 0xf1, 0x7d, 0x48, 0xef, 0xc1}, cr4: osxsaveIf, xcr0: xcr0AVX512}, // vpxord zmm0, zmm0, zmm1 (AVX-512F)
+	{name: RDTSCP, code: []byte{0x0f, 0x01, 0xf9}},                                                     // rdtscp
+	{name: RDPID, code: []byte{0xf3, 0x0f, 0xc7, 0xf8}},                                                // rdpid rax
+	{name: CLWB, code: []byte{0x66, 0x0f, 0xae, 0x37}, regs: rdi(fpData)},                              // clwb [rdi]
+	{name: RDFSBASE, code: []byte{0xf3, 0x48, 0x0f, 0xae, 0xc0}, // rdfsbase rax; needs CR4.FSGSBASE
+		cr4: func(f features) uint64 {
+			if f.fsgsbase {
+				return cr4FSGSBASE
+			}
+			return 0
+		}},
 }
+
+// rdi points RDI at addr.
+func rdi(addr uint64) func(*kvm.Regs) { return func(r *kvm.Regs) { r.RDI = addr } }
 
 func smapIf(f features) uint64 {
 	if f.smap {
@@ -225,8 +316,17 @@ func smapIf(f features) uint64 {
 	return 0
 }
 
-// cpuidCode reads CPUID leaf 7 ECX and leaf 1 ECX and reports both on
-// port 0xf3:
+// osxsaveIf enables XSAVE-managed state (and so VEX/EVEX instructions,
+// with XCR0) where the host has XSAVE.
+func osxsaveIf(f features) uint64 {
+	if f.xsave {
+		return cr4OSXSAVE
+	}
+	return 0
+}
+
+// cpuidCode reads CPUID leaf 7 ECX, leaf 1 ECX, leaf 7 EBX and leaf
+// 0x80000001 EDX and reports them on port 0xf3, in that order:
 //
 //	b8 07 00 00 00  mov eax, 7
 //	31 c9           xor ecx, ecx
@@ -238,11 +338,26 @@ func smapIf(f features) uint64 {
 //	0f a2           cpuid
 //	89 c8           mov eax, ecx
 //	e7 f3           out 0xf3, eax
+//	b8 07 00 00 00  mov eax, 7
+//	31 c9           xor ecx, ecx
+//	0f a2           cpuid
+//	89 d8           mov eax, ebx
+//	e7 f3           out 0xf3, eax
+//	b8 01 00 00 80  mov eax, 0x80000001
+//	31 c9           xor ecx, ecx
+//	0f a2           cpuid
+//	89 d0           mov eax, edx
+//	e7 f3           out 0xf3, eax
 //	(doneSeq)
 var cpuidCode = []byte{
 	0xb8, 0x07, 0x00, 0x00, 0x00, 0x31, 0xc9, 0x0f, 0xa2, 0x89, 0xc8, 0xe7, portValue,
 	0xb8, 0x01, 0x00, 0x00, 0x00, 0x31, 0xc9, 0x0f, 0xa2, 0x89, 0xc8, 0xe7, portValue,
+	0xb8, 0x07, 0x00, 0x00, 0x00, 0x31, 0xc9, 0x0f, 0xa2, 0x89, 0xd8, 0xe7, portValue,
+	0xb8, 0x01, 0x00, 0x00, 0x80, 0x31, 0xc9, 0x0f, 0xa2, 0x89, 0xd0, 0xe7, portValue,
 }
+
+// cpuidValues is how many values cpuidCode reports.
+const cpuidValues = 4
 
 // CPUID bits.
 const (
@@ -251,6 +366,7 @@ const (
 	cpuid1ECXRDRAND     = 1 << 30
 	cpuid1ECXXSAVE      = 1 << 26
 	cpuid7EBXSMAP       = 1 << 20
+	cpuid7EBXFSGSBASE   = 1 << 0
 	cpuid7ECXMOVDIR64B  = 1 << 28
 	msrSTAR             = 0xc0000081
 	msrLSTAR            = 0xc0000082
@@ -296,7 +412,21 @@ func hostFeatures(sup []kvm.CPUIDEntry2) features {
 			f.xsave = e.ECX&cpuid1ECXXSAVE != 0
 		case e.Function == 7 && e.Index == 0:
 			f.smap = e.EBX&cpuid7EBXSMAP != 0
+			f.fsgsbase = e.EBX&cpuid7EBXFSGSBASE != 0
 			f.movdir64b = e.ECX&cpuid7ECXMOVDIR64B != 0
+		case e.Function == 0xd && e.Index == 0:
+			f.xcr0 = uint64(e.EAX)
+		}
+	}
+	// XCR0: x87 and SSE always; AVX, and the three AVX-512 components
+	// together (KVM refuses them apart), where supported.
+	if !f.xsave {
+		f.xcr0 = 0
+	} else {
+		sup := f.xcr0
+		f.xcr0 = xcr0X87 | xcr0SSE | sup&xcr0AVX
+		if sup&xcr0AVX != 0 && sup&xcr0AVX512 == xcr0AVX512 {
+			f.xcr0 |= xcr0AVX512
 		}
 	}
 	return f

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,7 +40,9 @@ func TestHandAssembledCode(t *testing.T) {
 	}{
 		{"done", doneSeq, "mov al, 0x0|out 0xf0, al|hlt"},
 		{"stub 14", stub(14)[:5], "mov al, 0xe|out 0xf1, al|hlt"},
-		{"cpuid", cpuidCode, "mov eax, 0x7|xor ecx, ecx|cpuid|mov eax, ecx|out 0xf3, eax|mov eax, 0x1|xor ecx, ecx|cpuid|mov eax, ecx|out 0xf3, eax"},
+		// x86asm writes 0x80000001 as the signed -0x7fffffff.
+		{"cpuid", cpuidCode, "mov eax, 0x7|xor ecx, ecx|cpuid|mov eax, ecx|out 0xf3, eax|mov eax, 0x1|xor ecx, ecx|cpuid|mov eax, ecx|out 0xf3, eax|" +
+			"mov eax, 0x7|xor ecx, ecx|cpuid|mov eax, ebx|out 0xf3, eax|mov eax, -0x7fffffff|xor ecx, ecx|cpuid|mov eax, edx|out 0xf3, eax"},
 	}
 	for _, c := range cases {
 		if got := strings.Join(disasm(t, c.b), "|"); got != c.want {
@@ -49,6 +52,16 @@ func TestHandAssembledCode(t *testing.T) {
 	want := map[string]string{
 		INT3: "int3", POPCNT: "popcnt rax, rcx", XRSTOR: "xrstor64 ptr [rdi]", FWAIT: "fwait",
 		RDRAND: "rdrand eax", CMPXCHG16B: "lock cmpxchg16b xmmword ptr [rdi]",
+		LDMXCSR: "ldmxcsr dword ptr [rdi]", STMXCSR: "stmxcsr dword ptr [rdi]", FNSTCW: "fnstcw word ptr [rdi]",
+		FLDCW: "fldcw word ptr [rdi]", FNINIT: "fninit", FNSTSW: "fnstsw ax", FNCLEX: "fnclex",
+		FLD1FSTP: "fld1 st0|fstp qword ptr [rdi], st0", FXSAVE: "fxsave ptr [rdi]", FXRSTOR: "fxrstor ptr [rdi]", EMMS: "emms",
+		PXOR: "pxor xmm0, xmm1", XORPS: "xorps xmm0, xmm1", MOVDTOXMM: "movd xmm0, eax", MOVQFROMXMM: "movq rax, xmm0",
+		PCMPEQB: "pcmpeqb xmm0, xmm1", PMOVMSKB: "pmovmskb eax, xmm0", MOVDQU: "movdqu xmm0, xmmword ptr [rdi]",
+		MOVSD: "movsd xmm0, qword ptr [rdi]", CVTSI2SD: "cvtsi2sd xmm0, rax", SQRTSD: "sqrtsd xmm0, xmm1",
+		PSHUFB: "pshufb xmm0, xmm1", PTEST: "ptest xmm0, xmm1", CRC32: "crc32 eax, ecx", PCLMULQDQ: "pclmulqdq xmm0, xmm1, 0x0",
+		AESENC: "aesenc xmm0, xmm1", SHA256MSG1: "sha256msg1 xmm0, xmm1", ANDN: "andn rax, rbx, rcx", SHLX: "shlx rax, rcx, rbx",
+		RORX: "rorx rax, rcx, 0x3", VPXOR: "vpxor xmm0, xmm0, xmm1", VPXORYMM: "vpxor ymm0, ymm0, ymm1",
+		VPXORD: "vpxord zmm0, zmm0, zmm1", RDTSCP: "rdtscp", RDFSBASE: "rdfsbase rax",
 	}
 	for _, it := range insnTests {
 		if w, ok := want[it.name]; ok {
@@ -57,21 +70,52 @@ func TestHandAssembledCode(t *testing.T) {
 			}
 		}
 	}
-	// x86asm does not know CLAC/STAC/MOVDIR64B/ENQCMDS; their bytes are
-	// the SDM's.
-	raw := map[string]string{CLAC: "0f01ca", STAC: "0f01cb", MOVDIR64B: "660f38f807", MOVDIR64BRAM: "660f38f807", ENQCMDS: "f30f38f807"}
+	// x86asm does not know CLAC/STAC/MOVDIR64B/ENQCMDS/ADCX/RDPID and
+	// takes CLWB for XSAVEOPT; their bytes are the SDM's (and GNU as
+	// 2.40's for "adcx rax, rcx", "rdpid rax", "clwb [rdi]").
+	raw := map[string]string{CLAC: "0f01ca", STAC: "0f01cb", MOVDIR64B: "660f38f807", MOVDIR64BRAM: "660f38f807", ENQCMDS: "f30f38f807",
+		ADCX: "66480f38f6c1", RDPID: "f30fc7f8", CLWB: "660fae37"}
 	for _, it := range insnTests {
-		if w, ok := raw[it.name]; ok {
+		w, ok := raw[it.name]
+		if ok {
 			if got := hex.EncodeToString(it.code); got != w {
 				t.Errorf("%s bytes %s, want %s", it.name, got, w)
 			}
+		}
+		if _, checked := want[it.name]; !checked && !ok {
+			t.Errorf("%s: bytes not checked", it.name)
+		}
+		if len(it.code)+len(doneSeq) > slotSize {
+			t.Errorf("%s: %d bytes do not fit a batch slot", it.name, len(it.code))
 		}
 	}
 	if got := strings.Join(disasm(t, []byte{0xb0, 0x5a, 0xe6, portSyscall, 0xf4}), "|"); got != "mov al, 0x5a|out 0xf2, al|hlt" {
 		t.Errorf("lstar handler %q", got)
 	}
-	if len(insnTests) != 11 {
-		t.Errorf("%d instruction tests, want 11", len(insnTests))
+	if len(insnTests) != 49 || len(insnTests) > maxSlots {
+		t.Errorf("%d instruction tests, want 49 (room for %d)", len(insnTests), maxSlots)
+	}
+	// Every test is classified: GuestCmdline's tables know each name.
+	seen := map[string]bool{}
+	for _, it := range insnTests {
+		if seen[it.name] {
+			t.Errorf("%s tested twice", it.name)
+		}
+		seen[it.name] = true
+		if !slices.Contains(Baseline, it.name) && !steered(it.name) && !slices.Contains(Emulated, it.name) &&
+			!slices.Contains([]string{XRSTOR, MOVDIR64BRAM, RDRAND, CMPXCHG16B}, it.name) {
+			t.Errorf("%s is in no class", it.name)
+		}
+	}
+	for _, n := range Baseline {
+		if !seen[n] {
+			t.Errorf("Baseline %s is not tested", n)
+		}
+	}
+	for _, st := range Steerable {
+		if !seen[st.Insn] {
+			t.Errorf("Steerable %s is not tested", st.Insn)
+		}
 	}
 }
 
@@ -111,6 +155,11 @@ func TestImage(t *testing.T) {
 		if string(mem[userCodeAddr:userCodeAddr+2]) != "\x0f\x05" {
 			t.Error("user code is not syscall")
 		}
+		// x87/SSE operands: a valid FXSAVE image, MXCSR and FCW values.
+		if le.Uint16(mem[fpData:]) != 0x37f || le.Uint32(mem[fpData+24:]) != 0x1f80 ||
+			le.Uint32(mem[fpMXCSR:]) != 0x1f80 || le.Uint16(mem[fpFCW:]) != 0x37f || mem[dataAddr] != 0 || fpSave%16 != 0 {
+			t.Error("x87/SSE operands")
+		}
 	}
 }
 
@@ -143,7 +192,7 @@ func TestSregs(t *testing.T) {
 func TestEditCPUID(t *testing.T) {
 	sup := []kvm.CPUIDEntry2{{Function: 1, ECX: cpuid1ECXPOPCNT | cpuid1ECXXSAVE | 1}, {Function: 7, Index: 0, EBX: cpuid7EBXSMAP}, {Function: 7, Index: 1}}
 	f := hostFeatures(sup)
-	if !f.xsave || !f.smap || f.movdir64b {
+	if !f.xsave || !f.smap || f.movdir64b || f.fsgsbase || f.xcr0 != xcr0X87|xcr0SSE {
 		t.Errorf("features %+v", f)
 	}
 	e := editCPUID(sup)
@@ -153,6 +202,35 @@ func TestEditCPUID(t *testing.T) {
 	e = editCPUID([]kvm.CPUIDEntry2{{Function: 1}})
 	if len(e) != 2 || e[1].Function != 7 || e[1].ECX != cpuid7ECXMOVDIR64B {
 		t.Errorf("leaf 7 not added: %+v", e)
+	}
+}
+
+// TestHostFeaturesXCR0: the batch guest's XCR0 takes what KVM supports
+// of AVX and AVX-512 state (the latter only whole), and nothing without
+// XSAVE.
+func TestHostFeaturesXCR0(t *testing.T) {
+	leaves := func(xsave bool, d uint32) []kvm.CPUIDEntry2 {
+		var ecx uint32
+		if xsave {
+			ecx = cpuid1ECXXSAVE
+		}
+		return []kvm.CPUIDEntry2{{Function: 1, ECX: ecx}, {Function: 7, EBX: cpuid7EBXFSGSBASE}, {Function: 0xd, EAX: d}}
+	}
+	for _, c := range []struct {
+		xsave bool
+		sup   uint32
+		want  uint64
+	}{
+		{true, 0x2e7, 0xe7}, // x87 SSE AVX opmask ZMM_Hi256 Hi16_ZMM PKRU
+		{true, 0x7, 0x7},
+		{true, 0x67, 0x7}, // AVX-512 state incomplete: left out
+		{true, 0x3, 0x3},
+		{false, 0xe7, 0},
+	} {
+		f := hostFeatures(leaves(c.xsave, c.sup))
+		if f.xcr0 != c.want || !f.fsgsbase {
+			t.Errorf("xsave=%v supported %#x: xcr0 %#x, want %#x", c.xsave, c.sup, f.xcr0, c.want)
+		}
 	}
 }
 
@@ -190,6 +268,14 @@ func TestClassify(t *testing.T) {
 		if r.Outcome != c.want || r.Vector != c.vec || !strings.Contains(r.Detail, c.det) || r.Bytes != "cc" {
 			t.Errorf("%s: %+v", c.name, r)
 		}
+	}
+	// In a batch, the test instruction is at its slot.
+	ex := &exit{reason: kvm.ExitInternalError, ie: kvm.InternalError{Suberror: 1}, regs: kvm.Regs{RIP: slotAddr(3)}}
+	if r := classifyAt("T", code, slotAddr(3), ex, nil); r.Detail != "RIP 0x100c0" {
+		t.Errorf("slot 3: %q", r.Detail)
+	}
+	if r := classifyAt("T", code, slotAddr(2), ex, nil); !strings.Contains(r.Detail, "not at the test instruction, 0x10080") {
+		t.Errorf("slot 2: %q", r.Detail)
 	}
 }
 
@@ -241,4 +327,14 @@ func TestLiveProbe(t *testing.T) {
 	if len(r.Instructions) != len(insnTests) {
 		t.Errorf("%d results", len(r.Instructions))
 	}
+	// The batch gives each test what a VM of its own gives it.
+	p := newLiveProber(t)
+	for i, it := range insnTests {
+		one := p.insn(it)
+		b := r.Instructions[i]
+		if one.Outcome != b.Outcome || one.Vector != b.Vector {
+			t.Errorf("%s: alone %s %s, in the batch %s %s", it.name, one.Outcome, one.Detail, b.Outcome, b.Detail)
+		}
+	}
+	t.Logf("must emulate: %q", r.MustEmulate())
 }

@@ -10,7 +10,13 @@
 //     emulation failure (KVM_EXIT_INTERNAL_ERROR, suberror
 //     KVM_INTERNAL_ERROR_EMULATION)? On kvm_pvm hosts guest ring 0 runs in
 //     KVM's instruction emulator, which lacks INT3, CLAC/STAC, POPCNT,
-//     XRSTOR, FWAIT, MOVDIR64B, ENQCMD(S), ...
+//     XRSTOR, FWAIT, MOVDIR64B, ENQCMD(S), LDMXCSR, most x87 and SSE
+//     arithmetic, and the SIMD and bit-manipulation extensions. The
+//     instructions fall in three groups: those godvm emulates (Emulated),
+//     optional extensions a Linux guest can be told not to use
+//     (Steerable: clearcpuid= names), and the x87/SSE baseline of x86-64,
+//     which no parameter switches off (Baseline: what fails of it must be
+//     emulated, MustEmulate). All instruction tests run in one VM.
 //  2. Is KVM_SET_CPUID2 honoured? The guest runs CPUID after godvm asked for
 //     MOVDIR64B (leaf 7 ECX bit 28) and for POPCNT and XSAVE to be removed.
 //  3. Can guest user space make system calls? A CPL3 SYSCALL should reach
@@ -53,7 +59,99 @@ const (
 	ENQCMDS      = "ENQCMDS"
 	RDRAND       = "RDRAND"
 	CMPXCHG16B   = "CMPXCHG16B"
+
+	// x87 and SSE state, and baseline SSE/SSE2.
+	LDMXCSR     = "LDMXCSR"
+	STMXCSR     = "STMXCSR"
+	FNSTCW      = "FNSTCW"
+	FLDCW       = "FLDCW"
+	FNINIT      = "FNINIT"
+	FNSTSW      = "FNSTSW"
+	FNCLEX      = "FNCLEX"
+	FLD1FSTP    = "FLD1/FSTP"
+	FXSAVE      = "FXSAVE"
+	FXRSTOR     = "FXRSTOR"
+	EMMS        = "EMMS"
+	PXOR        = "PXOR"
+	XORPS       = "XORPS"
+	MOVDTOXMM   = "MOVD-xmm<-r32"
+	MOVQFROMXMM = "MOVQ-r64<-xmm"
+	PCMPEQB     = "PCMPEQB"
+	PMOVMSKB    = "PMOVMSKB"
+	MOVDQU      = "MOVDQU-load"
+	MOVSD       = "MOVSD-load"
+	CVTSI2SD    = "CVTSI2SD"
+	SQRTSD      = "SQRTSD"
+
+	// Optional extensions.
+	PSHUFB     = "PSHUFB"
+	PTEST      = "PTEST"
+	CRC32      = "CRC32"
+	PCLMULQDQ  = "PCLMULQDQ"
+	AESENC     = "AESENC"
+	SHA256MSG1 = "SHA256MSG1"
+	ADCX       = "ADCX"
+	ANDN       = "ANDN"
+	SHLX       = "SHLX"
+	RORX       = "RORX"
+	VPXOR      = "VPXOR"
+	VPXORYMM   = "VPXOR-ymm"
+	VPXORD     = "VPXORD-zmm"
+	RDTSCP     = "RDTSCP"
+	RDPID      = "RDPID"
+	CLWB       = "CLWB"
+	RDFSBASE   = "RDFSBASE"
 )
+
+// Baseline are the x87/SSE/SSE2 instructions tested that every x86-64
+// kernel may use (kernel_fpu_begin() runs LDMXCSR; FPU state handling
+// runs FXSAVE/FXRSTOR and FNINIT): no guest parameter switches them off,
+// so those that fail must be emulated (MustEmulate).
+var Baseline = []string{LDMXCSR, STMXCSR, FNSTCW, FLDCW, FNINIT, FNSTSW, FNCLEX, FLD1FSTP, FXSAVE, FXRSTOR, EMMS,
+	PXOR, XORPS, MOVDTOXMM, MOVQFROMXMM, PCMPEQB, PMOVMSKB, MOVDQU, MOVSD, CVTSI2SD, SQRTSD}
+
+// cpuidBit is a CPUID feature bit as the CPUID test reads it.
+type cpuidBit struct {
+	leaf uint32 // 1, 7 or 0x80000001
+	reg  byte   // 'b', 'c' or 'd'
+	bit  uint
+}
+
+// Steerable maps each optional-extension instruction tested to the
+// clearcpuid= name (as Linux 6.1 and 6.12 spell it: /proc/cpuinfo's)
+// that makes the guest kernel leave its users alone, and the CPUID bit
+// the kernel looks at.
+var Steerable = []struct {
+	Insn, Feature string
+	bit           cpuidBit
+}{
+	{PSHUFB, "ssse3", cpuidBit{1, 'c', 9}},
+	{PTEST, "sse4_1", cpuidBit{1, 'c', 19}},
+	{CRC32, "sse4_2", cpuidBit{1, 'c', 20}},
+	{PCLMULQDQ, "pclmulqdq", cpuidBit{1, 'c', 1}},
+	{AESENC, "aes", cpuidBit{1, 'c', 25}},
+	{SHA256MSG1, "sha_ni", cpuidBit{7, 'b', 29}},
+	{ADCX, "adx", cpuidBit{7, 'b', 19}},
+	{ANDN, "bmi1", cpuidBit{7, 'b', 3}},
+	{SHLX, "bmi2", cpuidBit{7, 'b', 8}},
+	{RORX, "bmi2", cpuidBit{7, 'b', 8}},
+	{VPXOR, "avx", cpuidBit{1, 'c', 28}},
+	{VPXORYMM, "avx2", cpuidBit{7, 'b', 5}},
+	{VPXORD, "avx512f", cpuidBit{7, 'b', 16}},
+	{RDTSCP, "rdtscp", cpuidBit{0x80000001, 'd', 27}},
+	{RDPID, "rdpid", cpuidBit{7, 'c', 22}},
+	{CLWB, "clwb", cpuidBit{7, 'b', 24}},
+	{RDFSBASE, "fsgsbase", cpuidBit{7, 'b', 0}},
+}
+
+// impliedBy: clearing the key (or, for "xsave", noxsave) clears these in
+// the kernel too (arch/x86/kernel/cpu/cpuid-deps.c), so GuestCmdline does
+// not spell them out: the kernel reads at most 127 characters of
+// clearcpuid=.
+var impliedBy = map[string][]string{
+	"xsave": {"avx", "avx2", "avx512f"},
+	"avx":   {"avx2", "avx512f"},
+}
 
 // InsnResult is one instruction's test.
 type InsnResult struct {
@@ -74,9 +172,12 @@ type CPUIDResult struct {
 	// after godvm cleared them.
 	POPCNTRemoved bool `json:"popcnt_removed"`
 	XSAVERemoved  bool `json:"xsave_removed"`
-	// Leaf1ECX and Leaf7ECX are what the guest read.
+	// Leaf1ECX, Leaf7ECX, Leaf7EBX and Ext1EDX (leaf 0x80000001) are
+	// what the guest read.
 	Leaf1ECX uint32 `json:"leaf1_ecx"`
 	Leaf7ECX uint32 `json:"leaf7_ecx"`
+	Leaf7EBX uint32 `json:"leaf7_ebx"`
+	Ext1EDX  uint32 `json:"ext1_edx"`
 	Error    string `json:"error,omitempty"`
 }
 
@@ -128,13 +229,28 @@ var Emulated = []string{INT3, CLAC, STAC, FWAIT, POPCNT, MOVDIR64B, ENQCMDS}
 //     and rdrand only when the guest's CPUID shows them);
 //     godvm emulates CLAC/STAC and POPCNT too, but each emulation is a VM
 //     exit and a Linux boot executes hundreds;
+//   - in the same clearcpuid=, the optional extensions (Steerable: ssse3,
+//     sse4_1, sse4_2, pclmulqdq, aes, sha_ni, adx, bmi1, bmi2, avx, avx2,
+//     avx512f, rdtscp, rdpid, clwb, fsgsbase) whose test instruction stops
+//     the vCPU with an emulation failure, or raises #UD although the
+//     guest's CPUID shows the extension, and only when the guest's CPUID
+//     shows it (or the CPUID test could not tell); names the kernel clears
+//     anyway with another one (avx2 with avx, the AVX family with noxsave)
+//     are left out;
 //   - setcpuid=movdir64b when MOVDIR64B exits to godvm (which emulates it
 //     for the DSA portal) but the guest cannot be told through CPUID
 //     (needs the kernel patch in images/).
+//
+// What fails of the x87/SSE baseline is not here: no parameter avoids it
+// (MustEmulate).
 func (r *Result) GuestCmdline() []string {
 	var out []string
+	implied := map[string]bool{}
 	if r.fails(XRSTOR) {
 		out = append(out, "noxsave")
+		for _, n := range impliedBy["xsave"] {
+			implied[n] = true
+		}
 	}
 	var clear []string
 	if r.fails(CLAC) || r.fails(STAC) {
@@ -146,12 +262,22 @@ func (r *Result) GuestCmdline() []string {
 	// CX16 and RDRAND are often hidden from the guest already (kvm_pvm
 	// hides CX16); clear them only when the guest's CPUID shows them, or
 	// when the CPUID test could not tell.
-	if r.fails(CMPXCHG16B) && r.guestHas1ECX(cpuid1ECXCX16) {
+	if r.fails(CMPXCHG16B) && r.guestHas(cpuidBit{1, 'c', 13}) {
 		clear = append(clear, "cx16")
 	}
-	if r.fails(RDRAND) && r.guestHas1ECX(cpuid1ECXRDRAND) {
+	if r.fails(RDRAND) && r.guestHas(cpuidBit{1, 'c', 30}) {
 		clear = append(clear, "rdrand")
 	}
+	for _, st := range Steerable {
+		if !r.unusable(st.Insn, st.bit) || implied[st.Feature] || slices.Contains(clear, st.Feature) {
+			continue
+		}
+		clear = append(clear, st.Feature)
+		for _, n := range impliedBy[st.Feature] {
+			implied[n] = true
+		}
+	}
+	clear = slices.DeleteFunc(clear, func(n string) bool { return implied[n] })
 	if len(clear) > 0 {
 		out = append(out, "clearcpuid="+strings.Join(clear, ","))
 	}
@@ -161,10 +287,62 @@ func (r *Result) GuestCmdline() []string {
 	return out
 }
 
-// guestHas1ECX reports whether the guest's CPUID leaf 1 ECX (read by the
-// CPUID test) has bit; true when the test failed.
-func (r *Result) guestHas1ECX(bit uint32) bool {
-	return r.CPUID.Error != "" || r.CPUID.Leaf1ECX&bit != 0
+// unusable reports whether the guest kernel would use an optional
+// extension that does not work at CPL0 here: its CPUID bit shows (or the
+// CPUID test failed) and its instruction is an emulation failure or #UD.
+func (r *Result) unusable(name string, bit cpuidBit) bool {
+	i, ok := r.Insn(name)
+	if !ok {
+		return false
+	}
+	bad := i.Outcome == EmulationFailure || i.Outcome == Exception && i.Vector == 6
+	return bad && r.guestHas(bit)
+}
+
+// guestHas reports whether the guest's CPUID (read by the CPUID test) has
+// the bit; true when the test failed.
+func (r *Result) guestHas(b cpuidBit) bool {
+	c := r.CPUID
+	if c.Error != "" {
+		return true
+	}
+	var v uint32
+	switch {
+	case b.leaf == 1 && b.reg == 'c':
+		v = c.Leaf1ECX
+	case b.leaf == 7 && b.reg == 'b':
+		v = c.Leaf7EBX
+	case b.leaf == 7 && b.reg == 'c':
+		v = c.Leaf7ECX
+	case b.leaf == 0x80000001 && b.reg == 'd':
+		v = c.Ext1EDX
+	}
+	return v&(1<<b.bit) != 0
+}
+
+// MustEmulate lists the baseline x87/SSE instructions (Baseline) that stop
+// the vCPU with an emulation failure here and that godvm does not emulate
+// yet: a guest kernel reaches them through kernel_fpu_begin() (LDMXCSR)
+// and its FPU/SIMD code, and no guest parameter avoids them.
+func (r *Result) MustEmulate() []string {
+	var out []string
+	for _, n := range Baseline {
+		if r.fails(n) && !slices.Contains(Emulated, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// steered reports whether name is an optional extension's instruction
+// that GuestCmdline deals with (or that the guest does not see).
+func steered(name string) bool {
+	for _, st := range Steerable {
+		if st.Insn == name {
+			return true
+		}
+	}
+	return false
 }
 
 // UserSpaceWarning is the plain-language warning for hosts where guest
@@ -197,8 +375,13 @@ func (r *Result) Warnings() []string {
 	if len(emu) > 0 {
 		w = append(w, fmt.Sprintf("KVM cannot execute %s at guest CPL0 here; godvm emulates them (one VM exit each)", strings.Join(emu, ", ")))
 	}
+	if m := r.MustEmulate(); len(m) > 0 {
+		w = append(w, fmt.Sprintf("KVM cannot execute %s at guest CPL0 here; these are x86-64's x87/SSE baseline, which no guest parameter "+
+			"switches off, and godvm does not emulate them yet: a guest kernel stops at the first (kernel_fpu_begin() runs LDMXCSR)",
+			strings.Join(m, ", ")))
+	}
 	for _, i := range r.Instructions {
-		if i.Outcome == EmulationFailure && !slices.Contains(Emulated, i.Name) {
+		if i.Outcome == EmulationFailure && !slices.Contains(Emulated, i.Name) && !slices.Contains(Baseline, i.Name) && !steered(i.Name) {
 			switch i.Name {
 			case XRSTOR, CMPXCHG16B, RDRAND, MOVDIR64BRAM:
 				// handled by GuestCmdline

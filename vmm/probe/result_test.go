@@ -3,6 +3,7 @@ package probe
 import (
 	"encoding/json"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -197,5 +198,147 @@ func TestWriteText(t *testing.T) {
 	(&Result{UserSpaceWorks: true, CPUID: CPUIDResult{Error: "x"}}).WriteText(&b)
 	if !strings.Contains(b.String(), "adds: none") || !strings.Contains(b.String(), "test failed: x") {
 		t.Errorf("%s", b.String())
+	}
+}
+
+// insns builds instruction results: every name given fails with an
+// emulation failure.
+func insns(fail ...string) []InsnResult {
+	var out []InsnResult
+	for _, n := range fail {
+		out = append(out, InsnResult{Name: n, Outcome: EmulationFailure})
+	}
+	return out
+}
+
+// pvmHostMeasured is what the extended probe measured on a kvm_pvm host
+// (2026-11-27): the baseline x87/SSE mostly fails, every optional
+// extension's instruction fails but RDPID (#UD) and RDFSBASE; the guest's
+// CPUID shows the extensions of an AMD Zen 4 but RDTSCP and RDPID.
+func pvmHostMeasured() *Result {
+	r := pvmHost()
+	r.Instructions = append(r.Instructions, insns(LDMXCSR, STMXCSR, FLDCW, FNSTSW, FNCLEX, FLD1FSTP, EMMS, PXOR, XORPS,
+		MOVDTOXMM, MOVQFROMXMM, PCMPEQB, PMOVMSKB, MOVSD, CVTSI2SD, SQRTSD,
+		PSHUFB, PTEST, CRC32, PCLMULQDQ, AESENC, SHA256MSG1, ADCX, ANDN, SHLX, RORX, VPXOR, VPXORYMM, VPXORD, RDTSCP, CLWB)...)
+	for _, n := range []string{FNSTCW, FNINIT, FXSAVE, FXRSTOR, MOVDQU, RDFSBASE} {
+		r.Instructions = append(r.Instructions, InsnResult{Name: n, Outcome: Executed})
+	}
+	r.Instructions = append(r.Instructions, InsnResult{Name: RDPID, Outcome: Exception, Vector: 6})
+	r.CPUID.Leaf1ECX = 1<<9 | 1<<19 | 1<<20 | 1<<1 | 1<<25 | 1<<28 | cpuid1ECXCX16
+	r.CPUID.Leaf7EBX = 1<<29 | 1<<19 | 1<<3 | 1<<8 | 1<<5 | 1<<16 | 1<<24 | 1<<0
+	return r
+}
+
+func TestGuestCmdlineSteering(t *testing.T) {
+	all := func() *Result { // every optional extension fails and shows
+		r := &Result{CPUID: CPUIDResult{Leaf1ECX: ^uint32(0), Leaf7EBX: ^uint32(0), Leaf7ECX: ^uint32(0), Ext1EDX: ^uint32(0)}}
+		for _, st := range Steerable {
+			r.Instructions = append(r.Instructions, InsnResult{Name: st.Insn, Outcome: EmulationFailure})
+		}
+		return r
+	}
+	cases := []struct {
+		name string
+		r    *Result
+		want []string
+	}{
+		{"kvm_pvm as measured", pvmHostMeasured(), []string{"noxsave",
+			"clearcpuid=smap,popcnt,cx16,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,adx,bmi1,bmi2,clwb", "setcpuid=movdir64b"}},
+		{"fails but the guest does not see it", &Result{Instructions: insns(PSHUFB, RDTSCP, CLWB),
+			CPUID: CPUIDResult{Leaf1ECX: 0, Leaf7EBX: 0}}, nil},
+		{"fails and the guest sees it", &Result{Instructions: insns(PSHUFB, RDTSCP, CLWB),
+			CPUID: CPUIDResult{Leaf1ECX: 1 << 9, Ext1EDX: 1 << 27, Leaf7EBX: 1 << 24}}, []string{"clearcpuid=ssse3,rdtscp,clwb"}},
+		{"CPUID test failed: clear what fails", &Result{Instructions: insns(CRC32, RDPID), CPUID: CPUIDResult{Error: "x"}},
+			[]string{"clearcpuid=sse4_2,rdpid"}},
+		{"#UD although the guest sees it", &Result{Instructions: []InsnResult{{Name: RDPID, Outcome: Exception, Vector: 6}},
+			CPUID: CPUIDResult{Leaf7ECX: 1 << 22}}, []string{"clearcpuid=rdpid"}},
+		{"#GP is not a missing extension", &Result{Instructions: []InsnResult{{Name: RDPID, Outcome: Exception, Vector: 13}},
+			CPUID: CPUIDResult{Leaf7ECX: 1 << 22}}, nil},
+		{"executes: nothing to clear", &Result{Instructions: []InsnResult{{Name: AESENC, Outcome: Executed}},
+			CPUID: CPUIDResult{Leaf1ECX: 1 << 25}}, nil},
+		{"SHLX and RORX: bmi2 once", &Result{Instructions: insns(SHLX, RORX), CPUID: CPUIDResult{Leaf7EBX: 1 << 8}},
+			[]string{"clearcpuid=bmi2"}},
+		{"avx clears avx2 and avx512f in the kernel", &Result{Instructions: insns(VPXOR, VPXORYMM, VPXORD),
+			CPUID: CPUIDResult{Leaf1ECX: 1 << 28, Leaf7EBX: 1<<5 | 1<<16}}, []string{"clearcpuid=avx"}},
+		{"avx2 alone", &Result{Instructions: append(insns(VPXORYMM), InsnResult{Name: VPXOR, Outcome: Executed}),
+			CPUID: CPUIDResult{Leaf1ECX: 1 << 28, Leaf7EBX: 1 << 5}}, []string{"clearcpuid=avx2"}},
+		{"noxsave clears the AVX family", &Result{Instructions: insns(XRSTOR, VPXOR, VPXORYMM, ANDN),
+			CPUID: CPUIDResult{Leaf1ECX: 1 << 28, Leaf7EBX: 1<<5 | 1<<3}}, []string{"noxsave", "clearcpuid=bmi1"}},
+		{"baseline failures add nothing", &Result{Instructions: insns(LDMXCSR, PXOR, FLDCW)}, nil},
+		{"everything fails and shows", all(), []string{
+			"clearcpuid=ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,adx,bmi1,bmi2,avx,rdtscp,rdpid,clwb,fsgsbase"}},
+	}
+	for _, c := range cases {
+		if got := c.r.GuestCmdline(); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: GuestCmdline() = %q, want %q", c.name, got, c.want)
+		}
+	}
+	// The kernel reads at most 127 characters of clearcpuid= (a 128-byte
+	// buffer in cpu_parse_early_param()): the worst case fits, with every
+	// failure this package can steer.
+	worst := all()
+	worst.Instructions = append(worst.Instructions, insns(CLAC, POPCNT, CMPXCHG16B, RDRAND)...)
+	for _, p := range worst.GuestCmdline() {
+		if v, ok := strings.CutPrefix(p, "clearcpuid="); ok && len(v) > 127 {
+			t.Errorf("clearcpuid= is %d characters: %s", len(v), v)
+		}
+	}
+}
+
+func TestMustEmulate(t *testing.T) {
+	if got := pvmHostMeasured().MustEmulate(); !reflect.DeepEqual(got, []string{LDMXCSR, STMXCSR, FLDCW, FNSTSW, FNCLEX, FLD1FSTP, EMMS,
+		PXOR, XORPS, MOVDTOXMM, MOVQFROMXMM, PCMPEQB, PMOVMSKB, MOVSD, CVTSI2SD, SQRTSD}) {
+		t.Errorf("kvm_pvm: %q", got)
+	}
+	// Optional extensions, godvm's emulated instructions and exceptions
+	// are not in it.
+	r := &Result{Instructions: append(insns(PSHUFB, INT3, FWAIT), InsnResult{Name: LDMXCSR, Outcome: Exception, Vector: 6})}
+	if got := r.MustEmulate(); got != nil {
+		t.Errorf("%q", got)
+	}
+	if got := intelKVM().MustEmulate(); got != nil {
+		t.Errorf("kvm_intel: %q", got)
+	}
+	ws := strings.Join(pvmHostMeasured().Warnings(), "\n")
+	if !strings.Contains(ws, "KVM cannot execute LDMXCSR, STMXCSR, FLDCW") || !strings.Contains(ws, "no guest parameter switches off") ||
+		strings.Contains(ws, "PSHUFB") || strings.Contains(ws, "godvm does not emulate it") {
+		t.Errorf("warnings:\n%s", ws)
+	}
+	var b strings.Builder
+	pvmHostMeasured().WriteText(&b)
+	for _, want := range []string{"must be emulated (x87/SSE baseline, no guest parameter avoids them; godvm does not yet): LDMXCSR, STMXCSR,",
+		"guest CPUID: leaf 1 ECX 0x12182202, leaf 7 EBX 0x21090129",
+		"guest kernel parameters godvm adds: noxsave clearcpuid=smap,popcnt,cx16,ssse3,"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+func TestRole(t *testing.T) {
+	r := pvmHostMeasured()
+	want := map[string]string{
+		INT3: "emulated", XRSTOR: "noxsave", LDMXCSR: "must be emulated", FXSAVE: "", PSHUFB: "clearcpuid=ssse3",
+		SHLX: "clearcpuid=bmi2", VPXOR: "noxsave clears it", VPXORD: "noxsave clears it", RDTSCP: "not in guest CPUID",
+		RDPID: "not in guest CPUID", RDFSBASE: "", CMPXCHG16B: "clearcpuid=cx16", RDRAND: "", MOVDIR64BRAM: "DSA path choice",
+	}
+	for name, w := range want {
+		i, ok := r.Insn(name)
+		if !ok {
+			t.Fatalf("%s missing", name)
+		}
+		if got := r.role(i); got != w {
+			t.Errorf("%s: role %q, want %q", name, got, w)
+		}
+	}
+	// Without noxsave, AVX is cleared by name and AVX2 with it.
+	r = &Result{Instructions: insns(VPXOR, VPXORYMM), CPUID: CPUIDResult{Leaf1ECX: 1 << 28, Leaf7EBX: 1 << 5}}
+	if a, b := r.role(r.Instructions[0]), r.role(r.Instructions[1]); a != "clearcpuid=avx" || b != "clearcpuid=avx" {
+		t.Errorf("avx %q, avx2 %q", a, b)
+	}
+	var b strings.Builder
+	pvmHostMeasured().WriteText(&b)
+	if !regexp.MustCompile(`(?m)^  PSHUFB +(\S+ +)?emulation-failure +clearcpuid=ssse3`).MatchString(b.String()) {
+		t.Errorf("text:\n%s", b.String())
 	}
 }

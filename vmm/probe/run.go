@@ -89,9 +89,7 @@ func RunWith(sys *kvm.System, opts Options) (*Result, error) {
 	p := &prober{sys: sys, opts: opts, mem: mem, sup: sup, feat: hostFeatures(sup),
 		exitOnEF: res.Capabilities["EXIT_ON_EMULATION_FAILURE"] != 0, tid: unix.Gettid()}
 
-	for _, t := range insnTests {
-		res.Instructions = append(res.Instructions, p.insn(t))
-	}
+	res.Instructions = p.batch(insnTests)
 	res.CPUID = p.cpuid()
 	res.UserSpaceWorks, res.UserSpace = p.syscall()
 	res.Elapsed = time.Since(start)
@@ -106,7 +104,8 @@ type guest struct {
 	cr4    uint64
 	regs   func(*kvm.Regs)
 	msrs   []kvm.MSREntry
-	values int // port-0xf3 reports to collect before the final exit
+	xcr0   uint64 // set with KVM_SET_XCRS when not 0
+	values int    // port-0xf3 reports to collect before the final exit
 
 	// For live tests of godvm's emulator (emulate_live_test.go): patch
 	// edits the image after writeImage; onExit sees every exit first and
@@ -186,6 +185,11 @@ func (p *prober) runGuest(g guest) (*exit, error) {
 	if len(g.msrs) > 0 {
 		if err := cpu.SetMSRs(g.msrs); err != nil {
 			return nil, err
+		}
+	}
+	if g.xcr0 != 0 {
+		if err := cpu.SetXCR0(g.xcr0); err != nil {
+			return nil, fmt.Errorf("cannot enable AVX state (XCR0 %#x): %w", g.xcr0, err)
 		}
 	}
 	return p.loop(cpu, g.values, g.onExit)
@@ -315,6 +319,11 @@ func describeException(ex *exit, vector int) string {
 
 // classify turns a CPL0 instruction test's exit into a result.
 func classify(name string, code []byte, ex *exit, err error) InsnResult {
+	return classifyAt(name, code, codeAddr, ex, err)
+}
+
+// classifyAt is classify for a test whose instruction is at addr.
+func classifyAt(name string, code []byte, addr uint64, ex *exit, err error) InsnResult {
 	r := InsnResult{Name: name, Bytes: hex.EncodeToString(code)}
 	switch {
 	case err != nil:
@@ -329,8 +338,8 @@ func classify(name string, code []byte, ex *exit, err error) InsnResult {
 	case ex.reason == kvm.ExitInternalError && ex.ie.Suberror == kvm.InternalErrorEmulation:
 		r.Outcome = EmulationFailure
 		r.Detail = fmt.Sprintf("RIP %#x", ex.regs.RIP)
-		if ex.regs.RIP != codeAddr {
-			r.Detail += fmt.Sprintf(" (not at the test instruction, %#x)", codeAddr)
+		if ex.regs.RIP != addr {
+			r.Detail += fmt.Sprintf(" (not at the test instruction, %#x)", addr)
 		}
 		if len(ex.ie.InsnBytes) > 0 {
 			r.Detail += fmt.Sprintf(", KVM saw bytes %x", ex.ie.InsnBytes)
@@ -355,29 +364,175 @@ func describeExit(ex *exit) string {
 	return fmt.Sprintf("%v at RIP %#x", ex.reason, ex.regs.RIP)
 }
 
+// insn runs one instruction test in a VM of its own (the live tests'
+// way; Run uses batch).
 func (p *prober) insn(t insnTest) InsnResult {
 	g := guest{code: t.code, regs: t.regs}
 	if t.cr4 != nil {
 		g.cr4 = t.cr4(p.feat)
 	}
+	if t.xcr0 != 0 {
+		g.xcr0 = p.feat.xcr0
+	}
 	ex, err := p.runGuest(g)
 	return classify(t.name, t.code, ex, err)
+}
+
+// batchVM is the one VM in which the instruction tests run one after
+// another: every test's code is in its own slot, and before each test the
+// data pages, the segment and control registers, the FPU state and the
+// general registers are set afresh. A test that leaves the vCPU in an
+// unknown state (a timeout, a shutdown, an unexpected exit, an error)
+// closes the VM and the next test gets a new one.
+type batchVM struct {
+	vm      *kvm.VM
+	cpu     *kvm.VCPU
+	base    kvm.Sregs
+	xcr0Err error // KVM_SET_XCRS failed: tests needing AVX state cannot run
+}
+
+func (b *batchVM) close() {
+	b.cpu.Close()
+	b.vm.Close()
+}
+
+// slotAddr is where test i's code goes.
+func slotAddr(i int) uint64 { return codeAddr + uint64(i)*slotSize }
+
+// newBatchVM writes the image with every test's code in its slot and
+// creates the VM and its vCPU.
+func (p *prober) newBatchVM(tests []insnTest) (*batchVM, error) {
+	writeImage(p.mem, false)
+	for i, t := range tests {
+		a := slotAddr(i)
+		copy(p.mem[a:], t.code)
+		copy(p.mem[a+uint64(len(t.code)):], doneSeq)
+	}
+	vm, err := p.sys.CreateVM()
+	if err != nil {
+		return nil, err
+	}
+	b := &batchVM{vm: vm}
+	fail := func(err error) (*batchVM, error) {
+		vm.Close()
+		return nil, err
+	}
+	_ = vm.SetTSSAddr(0xfffbd000)
+	_ = vm.SetIdentityMapAddr(0xfffbc000)
+	if p.exitOnEF {
+		_ = vm.EnableCap(kvm.CapExitOnEmulationFailure, 0, 1)
+	}
+	if err := vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{Slot: 0, MemorySize: memSize,
+		UserspaceAddr: uint64(uintptr(unsafe.Pointer(&p.mem[0])))}); err != nil {
+		return fail(err)
+	}
+	if b.cpu, err = vm.CreateVCPU(0); err != nil {
+		return fail(err)
+	}
+	if err := b.cpu.SetCPUID2(p.sup); err != nil {
+		b.close()
+		return nil, err
+	}
+	if b.base, err = b.cpu.Sregs(); err != nil {
+		b.close()
+		return nil, err
+	}
+	if p.feat.xcr0 != 0 {
+		b.xcr0Err = b.cpu.SetXCR0(p.feat.xcr0)
+	}
+	return b, nil
+}
+
+// initFPU is the FPU state each test starts from (FNINIT's, with
+// MXCSR's default): earlier tests' x87/SSE state does not leak.
+var initFPU = kvm.FPU{FCW: 0x37f, MXCSR: 0x1f80}
+
+// runSlot runs test i in slot i.
+func (p *prober) runSlot(b *batchVM, i int, t insnTest) (*exit, error) {
+	// Where the host cannot give the guest the state a VEX/EVEX test needs
+	// (no AVX/AVX-512 in XCR0), the instruction raises #UD: the test
+	// shows that. Where KVM refused XCR0, the test cannot tell.
+	if t.xcr0 != 0 && b.xcr0Err != nil {
+		return nil, fmt.Errorf("cannot enable AVX state (XCR0 %#x): %w", p.feat.xcr0, b.xcr0Err)
+	}
+	writeData(p.mem)
+	var cr4 uint64
+	if t.cr4 != nil {
+		cr4 = t.cr4(p.feat)
+	}
+	if err := b.cpu.SetSregs(sregs(b.base, false, cr4)); err != nil {
+		return nil, err
+	}
+	_ = b.cpu.SetFPU(initFPU) // best effort: a host without it keeps the previous test's FPU state
+	r := kvm.Regs{RIP: slotAddr(i), RSP: kernelStack, RFLAGS: 2}
+	if t.regs != nil {
+		t.regs(&r)
+	}
+	if err := b.cpu.SetRegs(r); err != nil {
+		return nil, err
+	}
+	return p.loop(b.cpu, 0, nil)
+}
+
+// settle completes what the last exit left pending (an OUT's completion
+// moves RIP) with an immediate-exit KVM_RUN, so that the next test's
+// registers are not changed under it. False: the vCPU is not reusable.
+func settle(b *batchVM) bool {
+	run := b.cpu.RunData()
+	run.SetImmediateExit(true)
+	err := b.cpu.Run()
+	run.SetImmediateExit(false)
+	return err == nil || kvm.IsRetry(err)
+}
+
+// batch runs the instruction tests in one VM (a new one only after a test
+// that leaves the vCPU unusable). Far cheaper than a VM per test: VM
+// creation is most of a test's cost.
+func (p *prober) batch(tests []insnTest) []InsnResult {
+	out := make([]InsnResult, 0, len(tests))
+	if len(tests) > maxSlots {
+		panic(fmt.Sprintf("probe: %d instruction tests, room for %d", len(tests), maxSlots))
+	}
+	var b *batchVM
+	defer func() {
+		if b != nil {
+			b.close()
+		}
+	}()
+	for i, t := range tests {
+		var ex *exit
+		var err error
+		if b == nil {
+			b, err = p.newBatchVM(tests)
+		}
+		if err == nil {
+			ex, err = p.runSlot(b, i, t)
+		}
+		out = append(out, classifyAt(t.name, t.code, slotAddr(i), ex, err))
+		reusable := err == nil && !ex.timed &&
+			(ex.reason == kvm.ExitIO || ex.reason == kvm.ExitInternalError && ex.ie.Suberror == kvm.InternalErrorEmulation)
+		if b != nil && (!reusable || !settle(b)) {
+			b.close()
+			b = nil
+		}
+	}
+	return out
 }
 
 // cpuid runs CPUID in a guest whose table asks for MOVDIR64B and drops
 // POPCNT and XSAVE.
 func (p *prober) cpuid() CPUIDResult {
 	res := CPUIDResult{HostMOVDIR64B: p.feat.movdir64b}
-	ex, err := p.runGuest(guest{code: cpuidCode, cpuid: editCPUID(p.sup), values: 2})
+	ex, err := p.runGuest(guest{code: cpuidCode, cpuid: editCPUID(p.sup), values: cpuidValues})
 	switch {
 	case err != nil:
 		res.Error = err.Error()
 	case ex.timed:
 		res.Error = "the CPUID guest timed out"
-	case len(ex.values) != 2:
+	case len(ex.values) != cpuidValues:
 		res.Error = "the CPUID guest stopped early: " + classify("CPUID", cpuidCode, ex, nil).Detail
 	default:
-		res.Leaf7ECX, res.Leaf1ECX = ex.values[0], ex.values[1]
+		res.Leaf7ECX, res.Leaf1ECX, res.Leaf7EBX, res.Ext1EDX = ex.values[0], ex.values[1], ex.values[2], ex.values[3]
 		res.GuestMOVDIR64B = res.Leaf7ECX&cpuid7ECXMOVDIR64B != 0
 		res.POPCNTRemoved = res.Leaf1ECX&cpuid1ECXPOPCNT == 0
 		res.XSAVERemoved = res.Leaf1ECX&cpuid1ECXXSAVE == 0

@@ -112,7 +112,7 @@ func MemoryScenario() Scenario {
 // purpose: dmatest fills and verifies every byte in guest ring 0, which on
 // kvm_pvm is emulated about 1000x slower; the bench measures descriptors.
 const (
-	dmatestBuf   = 512
+	dmatestBuf   = 256
 	dmatestIters = 1000
 )
 

@@ -75,7 +75,7 @@ func TestDSAGuestPathMetrics(t *testing.T) {
 		t.Errorf("godvm run arguments: %q", args)
 	}
 	cl := argAfter(args, "--cmdline")
-	for _, w := range []string{"godvm_agent.run=dsa", "godvm_agent.dmatest_buf=512", "godvm_agent.dmatest_iters=1000"} {
+	for _, w := range []string{"godvm_agent.run=dsa", "godvm_agent.dmatest_buf=256", "godvm_agent.dmatest_iters=1000"} {
 		if !strings.Contains(cl, w) {
 			t.Errorf("cmdline %q lacks %s", cl, w)
 		}

@@ -24,11 +24,12 @@
  *   3. the kernel's dmatest on the WQ's channel, verification on, sized for
  *      an emulated ring 0 (kvm_pvm: every byte dmatest fills and verifies
  *      runs through KVM's instruction emulator, ~20 instructions a byte):
- *      512-byte buffers and 1000 iterations by default (measured on kvm_pvm,
+ *      256-byte buffers and 1000 iterations by default (measured on kvm_pvm,
  *      1 vCPU, 2026-11-27: the step took 52 s with 1 KiB buffers, 31 s with
  *      512, 22 s with 256; ~11 s of it is the 1000 submissions and
- *      completion interrupts themselves), godvm_agent.dmatest_buf=, _iters=
- *      and _timeout= (seconds) for larger runs. Its own "summary N tests, M
+ *      completion interrupts themselves; 42 s with 512 on a slower kvm_pvm
+ *      host), godvm_agent.dmatest_buf=, _iters= and _timeout= (seconds) for
+ *      larger runs. Its own "summary N tests, M
  *      failures" line is awaited in the printk buffer (only records that
  *      came after the run started are read), which works with 1 vCPU too;
  *   4. disable and re-enable the WQ;
@@ -67,9 +68,9 @@
 #define DSA_WQ_SIZE	"16"
 #define XFER		4096
 
-static unsigned int dmatest_buf = 512;
+static unsigned int dmatest_buf = 256;
 module_param(dmatest_buf, uint, 0444);
-MODULE_PARM_DESC(dmatest_buf, "dmatest test_buf_size in bytes (default 512)");
+MODULE_PARM_DESC(dmatest_buf, "dmatest test_buf_size in bytes (default 256)");
 static unsigned int dmatest_iters = 1000;
 module_param(dmatest_iters, uint, 0444);
 MODULE_PARM_DESC(dmatest_iters, "dmatest iterations (default 1000)");

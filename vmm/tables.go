@@ -11,7 +11,7 @@ import (
 
 // addPCIRoot creates the PCI root complex: config mechanism #1 at
 // 0xcf8-0xcff (with the 0xcf9 reset register), ECAM and the BAR windows
-// from vmm/layout.
+// (32- and 64-bit MMIO, I/O) from vmm/layout.
 func (m *Machine) addPCIRoot() error {
 	r, err := pci.NewRoot(m.plat, pciRootConfig(func() { m.guestStop(legacy.StopReset, 0) }))
 	if err != nil {
@@ -26,6 +26,7 @@ func pciRootConfig(reset func()) pci.RootConfig {
 		ECAM:  pci.Window{Base: layout.ECAMStart, Size: layout.ECAMSize},
 		Mem32: pci.Window{Base: layout.MMIO32Start, Size: layout.MMIO32Size},
 		Mem64: pci.Window{Base: layout.MMIO64Start, Size: layout.MMIO64Size},
+		IO:    pci.Window{Base: layout.PCIIOStart, Size: layout.PCIIOSize},
 		Reset: reset,
 	}
 }
@@ -41,6 +42,7 @@ func acpiConfig(cpus int) acpi.Config {
 		ECAMBusEnd:  uint8(layout.ECAMSize>>20 - 1),
 		Mem32:       acpi.Window{Base: layout.MMIO32Start, Size: layout.MMIO32Size},
 		Mem64:       acpi.Window{Base: layout.MMIO64Start, Size: layout.MMIO64Size},
+		IO:          acpi.Window{Base: layout.PCIIOStart, Size: layout.PCIIOSize},
 		PM1aEvent:   layout.PortPM1aEvent,
 		PM1aControl: layout.PortPM1aCtrl,
 		SCI:         layout.SCIIRQ,

@@ -1,7 +1,8 @@
 // Package acpi generates godvm's ACPI tables: RSDP (v2), XSDT (and RSDT),
 // FADT (full, not hardware-reduced: PM1a blocks, reset register), FACS,
 // MADT, MCFG and a DSDT written with a small AML encoder (the PCI host
-// bridge with its windows, \_S5, COM1 and the pvpanic device).
+// bridge with its bus range, I/O and MMIO windows, \_S5, COM1 and the
+// pvpanic device).
 //
 // Build lays the tables out for one guest-physical base address (the VMM
 // copies the result to 0xE0000, where the guest's RSDP scan finds it).
@@ -31,6 +32,10 @@ type Config struct {
 	ECAMBusEnd uint8  // last bus in the ECAM window (0 for bus 0 only, 255 for 256 MiB)
 	Mem32      Window // PCI 32-bit MMIO window
 	Mem64      Window // PCI 64-bit MMIO window (Size 0: none)
+	// IO is the PCI I/O window (I/O BARs), the one port range the host
+	// bridge forwards. Size 0: none (the bridge forwards no ports; config
+	// ports 0xCF8-0xCFF are always declared).
+	IO Window
 
 	PM1aEvent   uint16 // PM1a event block (0: 0x600)
 	PM1aControl uint16 // PM1a control block (0: 0x604)
@@ -93,6 +98,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Mem64.Size != 0 && c.Mem64.Base+c.Mem64.Size < c.Mem64.Base {
 		return errors.New("acpi: 64-bit window wraps")
+	}
+	if c.IO.Size != 0 && c.IO.Base+c.IO.Size > 1<<16 {
+		return fmt.Errorf("acpi: bad I/O window %#x+%#x", c.IO.Base, c.IO.Size)
 	}
 	def16 := func(p *uint16, v uint16) {
 		if *p == 0 {
@@ -336,10 +344,13 @@ func (b *builder) dsdt() []byte {
 	crs := [][]byte{
 		resWordAddr(resTypeBus, 0, 0, uint16(c.ECAMBusEnd)),
 		resIO(0xcf8, 0xcf8, 1, 8),
-		resWordAddr(resTypeIO, 3, 0x0000, 0x0cf7),
-		resWordAddr(resTypeIO, 3, 0x0d00, 0xffff),
-		resDWordMemory(uint32(c.Mem32.Base), uint32(c.Mem32.Base+c.Mem32.Size-1)),
 	}
+	if c.IO.Size != 0 {
+		// The bridge forwards only its I/O window: the guest sees no PCI
+		// ports over godvm's own (COM1, CMOS, PM1a, pvpanic, ...).
+		crs = append(crs, resWordAddr(resTypeIO, 3, uint16(c.IO.Base), uint16(c.IO.Base+c.IO.Size-1)))
+	}
+	crs = append(crs, resDWordMemory(uint32(c.Mem32.Base), uint32(c.Mem32.Base+c.Mem32.Size-1)))
 	if c.Mem64.Size != 0 {
 		crs = append(crs, resQWordMemory(c.Mem64.Base, c.Mem64.Base+c.Mem64.Size-1))
 	}

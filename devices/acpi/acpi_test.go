@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -15,6 +16,7 @@ func testConfig() Config {
 		ECAMBusEnd: 255,
 		Mem32:      Window{0xc000_0000, 0x2000_0000},
 		Mem64:      Window{0x10_0000_0000, 0x10_0000_0000},
+		IO:         Window{0xc000, 0x4000},
 		COM1:       true,
 	}
 }
@@ -218,10 +220,14 @@ func TestTables(t *testing.T) {
 	}
 	// The host bridge's _CRS covers the config ports and the windows.
 	res := parseResources(t, objs[`\_SB_.PCI0._CRS`])
-	for _, w := range []string{"bus 0-255", "io cf8+8", "io 0-cf7", "io d00-ffff", "mem c0000000-dfffffff", "mem 1000000000-1fffffffff"} {
+	for _, w := range []string{"bus 0-255", "io cf8+8", "io c000-ffff", "mem c0000000-dfffffff", "mem 1000000000-1fffffffff"} {
 		if !res[w] {
 			t.Errorf("PCI0._CRS lacks %s (has %v)", w, res)
 		}
+	}
+	// ... and forwards no other ports: none of godvm's own.
+	if len(res) != 5 {
+		t.Errorf("PCI0._CRS has more than the config ports and the windows: %v", res)
 	}
 	if r := parseResources(t, objs[`\_SB_.PEVT._CRS`]); !r["io 505+1"] {
 		t.Errorf("pvpanic _CRS %v", r)
@@ -242,6 +248,7 @@ func TestBadConfig(t *testing.T) {
 		func(c *Config) { c.ECAM = 0 },
 		func(c *Config) { c.Mem32 = Window{0xf000_0000, 0x2000_0000} },
 		func(c *Config) { c.OEMID = "TOOLONGID" },
+		func(c *Config) { c.IO = Window{0xf000, 0x2000} },
 	} {
 		c := testConfig()
 		mod(&c)
@@ -255,6 +262,7 @@ func TestPMTimerAndNoMem64(t *testing.T) {
 	c := testConfig()
 	c.PMTimer = 0x608
 	c.Mem64 = Window{}
+	c.IO = Window{}
 	c.COM1 = false
 	blob, rsdp, err := Build(c)
 	if err != nil {
@@ -275,6 +283,9 @@ func TestPMTimerAndNoMem64(t *testing.T) {
 	for k := range parseResources(t, objs[`\_SB_.PCI0._CRS`]) {
 		if k == "mem 1000000000-1fffffffff" {
 			t.Fatal("64-bit window described although empty")
+		}
+		if k != "io cf8+8" && strings.HasPrefix(k, "io ") {
+			t.Fatalf("I/O window %s described although empty", k)
 		}
 	}
 }

@@ -55,7 +55,9 @@ func TestIASLDisassembles(t *testing.T) {
 		}
 		if sig == "DSDT" {
 			for _, want := range []string{`Device (PCI0)`, `EisaId ("PNP0A08")`, `Name (\_S5, Package (0x02)`, `"QEMU0001"`,
-				`EisaId ("PNP0501")`, `WordBusNumber`, `QWordMemory`, `DWordMemory`, `Memory32Fixed`, `IO (Decode16`} {
+				`EisaId ("PNP0501")`, `WordBusNumber`, `QWordMemory`, `DWordMemory`, `Memory32Fixed`, `IO (Decode16`,
+				`WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,`, `0xC000,             // Range Minimum`,
+				`0xFFFF,             // Range Maximum`} {
 				if !strings.Contains(text, want) {
 					t.Errorf("DSDT disassembly lacks %q:\n%s", want, text)
 				}

@@ -9,6 +9,7 @@ func benchEmulate(b *testing.B, code []byte, setup func(r *rig, c *fakeCPU)) {
 	if setup != nil {
 		setup(r, c)
 	}
+	r.tables(c)
 	start := c.regs
 	b.ReportAllocs()
 	b.ResetTimer()

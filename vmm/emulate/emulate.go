@@ -22,6 +22,19 @@
 //     ZF when the device answers "retry". (Hosts whose guests cannot execute
 //     them at all use the paravirtual port below instead.)
 //
+// What the CPU would refuse is the guest's fault, not godvm's: the emulator
+// injects the exception and the vCPU goes on into the guest's handler (Kind
+// KindFault), with RIP on the instruction. #UD for a LOCK prefix, a
+// register operand where MOVDIR64B/ENQCMD(S) need memory, or CLAC/STAC at
+// CPL > 0; #GP(0) for an address that is not canonical (#SS(0) when it
+// references SS: an rSP/rBP base), a misaligned 64-byte destination,
+// ENQCMDS at CPL > 0, ENQCMD without a valid IA32_PASID, or more than 15
+// bytes; #PF for a fetch, source or destination the guest's page tables do
+// not allow, with the SDM's error code (P, W/R, U/S, RSVD, I/D) and CR2 the
+// faulting linear address. Memory operands are translated by walking the
+// guest's page tables (walk.go: KVM_TRANSLATE cannot tell a read-only or a
+// supervisor page from a good one).
+//
 // Everything else is an *UnhandledError carrying RIP, the bytes, the
 // disassembly and a hint (usually a guest kernel parameter that avoids the
 // instruction). Decoding uses golang.org/x/arch/x86/x86asm; see wide.go for
@@ -72,7 +85,6 @@ package emulate
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -87,9 +99,9 @@ type VCPU interface {
 	Regs() (kvm.Regs, error)
 	SetRegs(kvm.Regs) error
 	Sregs() (kvm.Sregs, error)
-	// Translate maps a guest-virtual (linear) address through the vCPU's
-	// page tables (KVM_TRANSLATE); identity when paging is off.
-	Translate(gva uint64) (kvm.Translation, error)
+	// SetSregs writes the special registers back; the emulator uses it
+	// only to load CR2 before injecting a #PF.
+	SetSregs(kvm.Sregs) error
 	// InjectException queues an exception for the next entry.
 	InjectException(vector uint8, errorCode *uint32) error
 	// MSRs reads MSRs (KVM_GET_MSRS); used for IA32_PASID by ENQCMD.
@@ -134,13 +146,6 @@ const (
 	arithFlags = flagCF | flagPF | flagAF | flagZF | flagSF | flagOF
 )
 
-// Exception vectors the emulator injects.
-const (
-	vectorBP = 3
-	vectorUD = 6
-	vectorGP = 13
-)
-
 // UnhandledError is an instruction the emulator cannot (or will not)
 // execute. Its message has everything needed to act on it.
 type UnhandledError struct {
@@ -173,9 +178,6 @@ func (e *FetchError) Error() string {
 
 func (e *FetchError) Unwrap() error { return e.Err }
 
-// errNotMapped is a guest-virtual address KVM_TRANSLATE could not map.
-var errNotMapped = errors.New("guest-virtual address not mapped")
-
 // Emulate executes the instruction at the vCPU's CS:RIP and updates the
 // vCPU. hint, if not nil, holds the instruction bytes KVM reported with
 // KVM_CAP_EXIT_ON_EMULATION_FAILURE; they are used when the fetch fails
@@ -199,6 +201,9 @@ type state struct {
 	mode   int // 16, 32 or 64
 	bytes  []byte
 	length int // the instruction's length once decoded, else 0
+	// fetchFault is the #PF that stopped the fetch short of 15 bytes, if
+	// one did: raised when the instruction turns out to need more bytes.
+	fetchFault *guestFault
 }
 
 func (e *Emulator) emulate(cpu VCPU, hint []byte) (Kind, error) {
@@ -212,17 +217,54 @@ func (e *Emulator) emulate(cpu VCPU, hint []byte) (Kind, error) {
 	}
 	st := &state{cpu: cpu, regs: regs, sregs: sregs, mode: cpuMode(&sregs)}
 	linear := st.linearRIP()
-	b, ferr := e.fetch(cpu, linear)
+	b, ferr := e.fetch(st, linear)
+	pf, _ := ferr.(*guestFault)
 	switch {
 	case len(b) == 0 && len(hint) == 0:
+		if pf != nil {
+			// Nothing at RIP can be fetched and KVM reported no bytes:
+			// the fetch faults, as it would on the CPU.
+			return st.raise(pf)
+		}
 		return KindNone, &FetchError{RIP: regs.RIP, Linear: linear, Err: ferr}
 	case len(hint) > len(b) && bytes.HasPrefix(hint, b):
 		// The fetch stopped early (an unmapped next page, the end of RAM)
 		// and KVM saw more of the same instruction.
 		b = append([]byte(nil), hint...)
+		pf = nil
 	}
-	st.bytes = b
-	return e.execute(st)
+	st.bytes, st.fetchFault = b, pf
+	k, err := e.execute(st)
+	if gf, ok := err.(*guestFault); ok {
+		return st.raise(gf)
+	}
+	return k, err
+}
+
+// raise injects a guest fault instead of executing the instruction: RIP
+// stays on it, as for any fault. A #PF's linear address goes to CR2 first
+// (KVM_SET_SREGS): KVM_SET_VCPU_EVENTS delivers an injected exception as
+// it stands and loads CR2 itself only for a pending exception with a
+// payload, which needs KVM_CAP_EXCEPTION_PAYLOAD enabled on the VM and
+// changes what KVM_GET_VCPU_EVENTS reports for every vCPU; godvm does not
+// enable it, and writing CR2 first works on every host.
+func (st *state) raise(f *guestFault) (Kind, error) {
+	if f.vector == vectorPF {
+		s := st.sregs
+		s.CR2 = f.addr
+		if err := st.cpu.SetSregs(s); err != nil {
+			return KindNone, fmt.Errorf("emulate: setting CR2 for %v at RIP %#x: %w", f, st.regs.RIP, err)
+		}
+	}
+	var code *uint32
+	if f.hasCode {
+		c := f.code
+		code = &c
+	}
+	if err := st.cpu.InjectException(f.vector, code); err != nil {
+		return KindNone, fmt.Errorf("emulate: injecting %v at RIP %#x: %w", f, st.regs.RIP, err)
+	}
+	return KindFault, nil
 }
 
 // cpuMode derives the code size from CR0.PE, EFER.LMA and CS.L/CS.DB.
@@ -272,48 +314,47 @@ func (st *state) cpl() int {
 }
 
 // fetch reads up to 15 instruction bytes at a linear address, page by
-// page; it stops early at an unmapped page or at the end of RAM and returns
-// what it got with the reason it stopped.
-func (e *Emulator) fetch(cpu VCPU, linear uint64) ([]byte, error) {
+// page; it stops early at a page that faults or at the end of RAM and
+// returns what it got with the reason it stopped.
+func (e *Emulator) fetch(st *state, linear uint64) ([]byte, error) {
 	var out []byte
 	for len(out) < maxInsnLen {
-		va := linear + uint64(len(out))
+		va := st.wrapLinear(linear + uint64(len(out)))
 		n := min(maxInsnLen-len(out), int(pageSize-va%pageSize))
-		chunk, err := e.readVirt(cpu, va, n)
+		chunk, err := e.readVirt(st, va, n, access{fetch: true})
+		out = append(out, chunk...)
 		if err != nil {
 			return out, err
 		}
-		out = append(out, chunk...)
 	}
 	return out, nil
 }
 
-// translate maps one guest-virtual address to guest-physical.
-func translate(cpu VCPU, gva uint64) (uint64, error) {
-	t, err := cpu.Translate(gva)
-	if err != nil {
-		return 0, err
+// wrapLinear wraps a linear address at 4 GiB outside 64-bit mode.
+func (st *state) wrapLinear(lin uint64) uint64 {
+	if st.mode != 64 {
+		return uint64(uint32(lin))
 	}
-	if t.Valid == 0 {
-		return 0, fmt.Errorf("%w: %#x", errNotMapped, gva)
-	}
-	return t.PhysicalAddress, nil
+	return lin
 }
 
-// readVirt reads n bytes of guest RAM at a guest-virtual address, one page
-// at a time (contiguous virtual pages need not be contiguous physically).
-func (e *Emulator) readVirt(cpu VCPU, gva uint64, n int) ([]byte, error) {
+// readVirt reads n bytes of guest RAM at a linear address, one page at a
+// time (contiguous linear pages need not be contiguous physically). It
+// stops at the first page that faults (a *guestFault whose CR2 is the
+// first byte of the access in that page) or is not guest RAM, returning
+// what it read before.
+func (e *Emulator) readVirt(st *state, lin uint64, n int, acc access) ([]byte, error) {
 	out := make([]byte, 0, n)
 	for len(out) < n {
-		va := gva + uint64(len(out))
+		va := st.wrapLinear(lin + uint64(len(out)))
 		chunk := min(n-len(out), int(pageSize-va%pageSize))
-		gpa, err := translate(cpu, va)
+		gpa, err := e.translate(st, va, acc)
 		if err != nil {
 			return out, err
 		}
 		buf := make([]byte, chunk)
 		if err := e.Mem.ReadAt(buf, gpa); err != nil {
-			return out, fmt.Errorf("guest-virtual %#x -> guest-physical %#x: %w", va, gpa, err)
+			return out, fmt.Errorf("linear %#x -> guest-physical %#x: %w", va, gpa, err)
 		}
 		out = append(out, buf...)
 	}

@@ -1,6 +1,7 @@
 package emulate
 
 import (
+	"encoding/binary"
 	"errors"
 	"testing"
 
@@ -9,8 +10,9 @@ import (
 	"godvm/kvm"
 )
 
-// fakeCPU is a vCPU with a page map (virtual page -> physical page; nil
-// means paging off, identity), recorded injections and MSRs.
+// fakeCPU is a vCPU with recorded injections and MSRs. Its page tables
+// are real ones in guest RAM, written by pageTables from pages (virtual
+// page -> physical page and PTE flags; nil means an identity map).
 type fakeCPU struct {
 	regs     kvm.Regs
 	sregs    kvm.Sregs
@@ -18,13 +20,17 @@ type fakeCPU struct {
 	injected []injection
 	msrs     map[uint32]uint64
 	setRegs  int
+	setSregs int
 	failRegs bool
 }
 
+// injection is one injected exception, with CR2 as it was when it was
+// injected.
 type injection struct {
 	vector  uint8
 	hasCode bool
 	code    uint32
+	cr2     uint64
 }
 
 func (f *fakeCPU) Regs() (kvm.Regs, error) {
@@ -33,21 +39,11 @@ func (f *fakeCPU) Regs() (kvm.Regs, error) {
 	}
 	return f.regs, nil
 }
-func (f *fakeCPU) SetRegs(r kvm.Regs) error  { f.regs = r; f.setRegs++; return nil }
-func (f *fakeCPU) Sregs() (kvm.Sregs, error) { return f.sregs, nil }
-func (f *fakeCPU) Translate(gva uint64) (kvm.Translation, error) {
-	t := kvm.Translation{LinearAddress: gva}
-	if f.pages == nil {
-		t.PhysicalAddress, t.Valid = gva, 1
-		return t, nil
-	}
-	if p, ok := f.pages[gva&^0xfff]; ok {
-		t.PhysicalAddress, t.Valid = p|gva&0xfff, 1
-	}
-	return t, nil
-}
+func (f *fakeCPU) SetRegs(r kvm.Regs) error   { f.regs = r; f.setRegs++; return nil }
+func (f *fakeCPU) Sregs() (kvm.Sregs, error)  { return f.sregs, nil }
+func (f *fakeCPU) SetSregs(s kvm.Sregs) error { f.sregs = s; f.setSregs++; return nil }
 func (f *fakeCPU) InjectException(v uint8, code *uint32) error {
-	in := injection{vector: v}
+	in := injection{vector: v, cr2: f.sregs.CR2}
 	if code != nil {
 		in.hasCode, in.code = true, *code
 	}
@@ -63,6 +59,80 @@ func (f *fakeCPU) MSRs(e []kvm.MSREntry) error {
 		e[i].Data = v
 	}
 	return nil
+}
+
+// Flags for fakeCPU.pages values (a 4 KiB PTE's flags; a value without
+// any means present and writable).
+const (
+	pgP  = pteP
+	pgRW = pteRW
+	pgUS = pteUS
+	pgXD = pteXD
+)
+
+// pageTables writes 4-level page tables for c into ram at [base,
+// base+size) (5-level ones with CR4.LA57) and points CR3 at them: c.pages as 4 KiB pages (the value is
+// the physical page, its low 12 bits and bit 63 the PTE's flags; with none,
+// present and writable), or without pages an identity map of the first 512
+// GiB by 1 GiB pages, supervisor-only unless c runs at CPL3. The levels
+// above a PTE allow everything, so the PTE decides. Nothing is written with
+// paging off.
+func pageTables(ram []byte, base, size uint64, c *fakeCPU) {
+	if c.sregs.CR0&cr0PG == 0 {
+		return
+	}
+	le := binary.LittleEndian
+	next := base
+	alloc := func() uint64 {
+		p := next
+		if next += 0x1000; next > base+size {
+			panic("pageTables: out of room")
+		}
+		clear(ram[p : p+0x1000])
+		return p
+	}
+	root := alloc()
+	c.sregs.CR3 = root
+	shifts := []uint{39, 30, 21}
+	if c.sregs.CR4&cr4LA57 != 0 { // 5-level paging: a PML5 on top
+		pml4 := alloc()
+		le.PutUint64(ram[root:], pml4|pteP|pteRW|pteUS)
+		shifts = []uint{48, 39, 30, 21}
+		if c.pages == nil {
+			root = pml4
+		}
+	}
+	if c.pages == nil {
+		pdpt := alloc()
+		le.PutUint64(ram[root:], pdpt|pteP|pteRW|pteUS)
+		flags := uint64(pteP | pteRW | ptePS)
+		if c.sregs.CS.Selector&3 == 3 {
+			flags |= pteUS
+		}
+		for i := uint64(0); i < 512; i++ {
+			le.PutUint64(ram[pdpt+8*i:], i<<30|flags)
+		}
+		return
+	}
+	sub := func(table, idx uint64) uint64 {
+		e := le.Uint64(ram[table+8*idx:])
+		if e&pteP == 0 {
+			e = alloc() | pteP | pteRW | pteUS
+			le.PutUint64(ram[table+8*idx:], e)
+		}
+		return e & pteAddr
+	}
+	for va, pa := range c.pages {
+		t := root
+		for _, shift := range shifts {
+			t = sub(t, va>>shift&511)
+		}
+		flags := pa & (0xfff | pteXD)
+		if flags == 0 {
+			flags = pteP | pteRW
+		}
+		le.PutUint64(ram[t+8*(va>>12&511):], pa&pteAddr|flags)
+	}
 }
 
 // longMode returns sregs for 64-bit kernel code (CPL0).
@@ -110,6 +180,8 @@ func (p *portal) Write64B(off uint64, data *[64]byte, kind bus.WideKind) bool {
 
 const (
 	ramSize    = 0x20000 // guest RAM: [0, 128 KiB)
+	tablesBase = 0x12000 // the rig's page tables: [tablesBase, +tablesSize)
+	tablesSize = 0xc000
 	portalBase = 0xd000_0000
 	plainBase  = 0xd001_0000
 )
@@ -147,3 +219,6 @@ func newRig(t testing.TB) *rig {
 	r.emu = New(r.mem, r.mmio)
 	return r
 }
+
+// tables writes c's page tables into the rig's RAM.
+func (r *rig) tables(c *fakeCPU) { pageTables(r.ram, tablesBase, tablesSize, c) }

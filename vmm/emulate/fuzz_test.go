@@ -14,8 +14,17 @@ import (
 )
 
 // FuzzEmulate feeds arbitrary instruction bytes and register values (and
-// a CPU mode and paging choice) to the emulator: it must never panic, and
-// a failed emulation must leave RIP alone.
+// a CPU mode, paging choice and page permissions) to the emulator: it must
+// never panic, a failed emulation must leave RIP alone, and a guest fault
+// must be injected as the CPU raises it (#UD without an error code, #GP
+// and #SS with 0, #PF with an error code whose U/S bit is the CPL's and CR2
+// loaded) with nothing else changed: no register written, no store made.
+//
+// mode's low two bits pick 64-bit CPL0, 32-bit protected, real mode or
+// 64-bit CPL3; its upper bits, with paging on, make the source page not
+// present (bit 2), the destination page read-only (bit 3), every page
+// user-accessible (bit 4), the code page execute-disable (bit 5), and clear
+// EFER.NXE (bit 6: XD becomes a reserved bit) and CR0.WP (bit 7).
 func FuzzEmulate(f *testing.F) {
 	seeds := [][]byte{
 		{0xcc}, {0x0f, 0x01, 0xca}, {0x0f, 0x01, 0xcb}, {0x9b},
@@ -26,10 +35,20 @@ func FuzzEmulate(f *testing.F) {
 		{0x66, 0x45, 0x0f, 0x38, 0xf8, 0x8c, 0xca, 0x00, 0x01, 0x00, 0x00},
 		{0x48, 0x0f, 0xae, 0x2f}, {0xf0, 0x48, 0x0f, 0xc7, 0x0f}, {0x66, 0x0f, 0x38, 0xf8, 0xc2},
 		{0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x66, 0x0f, 0x38, 0xf8, 0x02},
+		{0xf0, 0x66, 0x0f, 0x38, 0xf8, 0x02}, {0x66, 0x0f, 0x38, 0xf8, 0x45, 0x00},
 	}
 	for i, s := range seeds {
 		f.Add(s, uint64(portalBase), uint64(0x3000), uint64(0x3000), uint8(i%4), false)
 	}
+	// Faults: a source not present, a read-only destination, CPL3 on
+	// supervisor pages, an execute-disable code page, XD without NXE, a
+	// non-canonical source.
+	f.Add(seeds[7], uint64(portalBase), uint64(0x3000), uint64(0x3000), uint8(0<<2|1<<2), true)
+	f.Add(seeds[7], uint64(portalBase), uint64(0x3000), uint64(0x3000), uint8(2<<2), true)
+	f.Add(seeds[10], uint64(portalBase), uint64(0x3000), uint64(0x3000), uint8(3), true)
+	f.Add(seeds[3], uint64(portalBase), uint64(0x3000), uint64(0x3000), uint8(8<<2), true)
+	f.Add(seeds[4], uint64(portalBase), uint64(0x3000), uint64(0x3000), uint8(24<<2), true)
+	f.Add(seeds[7], uint64(portalBase), uint64(0x8000_0000_0000_3000), uint64(0x3000), uint8(0), false)
 	f.Fuzz(func(t *testing.T, code []byte, rax, rdx, rsi uint64, mode uint8, paged bool) {
 		mem := make([]byte, 0x10000)
 		m, err := guestmem.FromBytes(guestmem.NewRegion(0, mem, -1, 0))
@@ -53,9 +72,32 @@ func FuzzEmulate(f *testing.F) {
 		case 3:
 			c.sregs.CS.Selector |= 3
 		}
+		perm := mode >> 2
 		if paged {
-			c.pages = map[uint64]uint64{0xf000: 0xf000, portalBase: portalBase, rsi &^ 0xfff: rdx &^ 0xfff}
+			us := uint64(0)
+			if perm&4 != 0 {
+				us = pgUS
+			}
+			codePTE := 0xf000 | pgP | pgRW | us
+			if perm&8 != 0 {
+				codePTE |= pgXD
+			}
+			dstPTE := portalBase | pgP | pgRW | us
+			if perm&2 != 0 {
+				dstPTE &^= pgRW
+			}
+			c.pages = map[uint64]uint64{0xf000: codePTE, portalBase: dstPTE}
+			if perm&1 == 0 && rsi&^0xfff != 0xf000 && rsi&^0xfff != portalBase {
+				c.pages[rsi&^0xfff] = rdx&^0xfff&0xffff | pgP | pgRW | us
+			}
 		}
+		if perm&16 != 0 {
+			c.sregs.EFER &^= eferNXE
+		}
+		if perm&32 != 0 {
+			c.sregs.CR0 &^= cr0WP
+		}
+		pageTables(mem, 0x4000, 0xa000, c)
 		c.regs = fakeRegs(rax, rdx, rsi)
 		c.regs.RIP = 0xfff0
 		if mode%4 == 2 {
@@ -63,11 +105,44 @@ func FuzzEmulate(f *testing.F) {
 		}
 		e := New(m, mmio)
 		before := c.regs.RIP
-		if _, err := e.Emulate(c, code); err != nil {
+		k, err := e.Emulate(c, code)
+		if err != nil {
 			if c.regs.RIP != before {
 				t.Errorf("RIP moved from %#x to %#x on error %v", before, c.regs.RIP, err)
 			}
 			_ = err.Error()
+			return
+		}
+		if k != KindFault {
+			if len(c.injected) != 0 && k != KindINT3 {
+				t.Errorf("%v injected %+v", k, c.injected)
+			}
+			return
+		}
+		if c.setRegs != 0 || len(p.writes)+len(p.plain) != 0 {
+			t.Errorf("a fault changed registers (%d) or stored (%d)", c.setRegs, len(p.writes)+len(p.plain))
+		}
+		if len(c.injected) != 1 {
+			t.Fatalf("fault with %d injections", len(c.injected))
+		}
+		in := c.injected[0]
+		switch in.vector {
+		case vectorUD:
+			if in.hasCode || c.setSregs != 0 {
+				t.Errorf("#UD %+v", in)
+			}
+		case vectorGP, vectorSS:
+			if !in.hasCode || in.code != 0 || c.setSregs != 0 {
+				t.Errorf("#GP/#SS %+v", in)
+			}
+		case vectorPF:
+			cpl3 := c.sregs.CS.Selector&3 == 3
+			if !in.hasCode || in.code&^0x1f != 0 || c.setSregs != 1 || c.sregs.CR2 != in.cr2 ||
+				in.code&pfUser != 0 != cpl3 || c.sregs.CR0&cr0PG == 0 {
+				t.Errorf("#PF %+v (CPL3 %v, %d KVM_SET_SREGS, CR2 %#x)", in, cpl3, c.setSregs, c.sregs.CR2)
+			}
+		default:
+			t.Errorf("injected %+v", in)
 		}
 	})
 }

@@ -1,8 +1,10 @@
 package emulate
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
+	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
 )
@@ -15,7 +17,7 @@ func (e *Emulator) execute(st *state) (Kind, error) {
 	// three bytes identify them; no ModRM decoding is involved.
 	if len(b) >= 3 && b[0] == 0x0f && b[1] == 0x01 && (b[2] == 0xca || b[2] == 0xcb) {
 		if st.cpl() != 0 {
-			return st.fault(vectorUD, nil)
+			return KindNone, udFault("CLAC/STAC at CPL > 0")
 		}
 		k := KindCLAC
 		if b[2] == 0xcb {
@@ -29,17 +31,25 @@ func (e *Emulator) execute(st *state) (Kind, error) {
 	}
 	if w, ok, err := decodeWide(b, st.mode); ok {
 		if err != nil {
-			return KindNone, st.unhandled(err.Error(), "")
+			return KindNone, st.decodeFailure(err)
 		}
 		st.length = w.length
 		return e.wide(st, w)
 	}
 	inst, err := x86asm.Decode(b, st.mode)
 	if err != nil || inst.Op == 0 {
-		// Op 0 is x86asm's lone-prefix result for bytes it does not know.
+		// Op 0 is x86asm's lone-prefix result for bytes it does not know,
+		// and for bytes that end before the instruction does.
+		if errors.Is(err, x86asm.ErrTruncated) || needsMore(b, st.mode) {
+			return KindNone, st.decodeFailure(errTruncated)
+		}
 		return KindNone, st.unhandled("cannot decode the instruction", "")
 	}
 	st.length = inst.Len
+	emulated := inst.Op == x86asm.INT && inst.Opcode>>24 == 0xcc || inst.Op == x86asm.FWAIT || inst.Op == x86asm.POPCNT
+	if emulated && hasLock(&inst) {
+		return KindNone, udFault("LOCK prefix on " + strings.ToLower(inst.Op.String()))
+	}
 	switch {
 	case inst.Op == x86asm.INT && inst.Opcode>>24 == 0xcc:
 		// INT3 is a trap: the #BP frame holds the address after it.
@@ -60,6 +70,20 @@ func (e *Emulator) execute(st *state) (Kind, error) {
 	return KindNone, st.unhandled("instruction not emulated", "")
 }
 
+// hasLock reports a LOCK prefix, which makes every instruction the
+// emulator executes #UD.
+func hasLock(inst *x86asm.Inst) bool {
+	for _, p := range inst.Prefix {
+		if p == 0 {
+			break
+		}
+		if p&0xff == x86asm.PrefixLOCK {
+			return true
+		}
+	}
+	return false
+}
+
 // commit writes the (changed) registers back.
 func (st *state) commit() error {
 	if err := st.cpu.SetRegs(st.regs); err != nil {
@@ -68,19 +92,41 @@ func (st *state) commit() error {
 	return nil
 }
 
-// fault injects an exception instead of executing the instruction (RIP
-// stays on it, as for any fault).
-func (st *state) fault(vector uint8, code *uint32) (Kind, error) {
-	if err := st.cpu.InjectException(vector, code); err != nil {
-		return KindNone, fmt.Errorf("emulate: injecting exception %d at RIP %#x: %w", vector, st.regs.RIP, err)
+// needsMore reports whether b, shorter than 15 bytes, is the beginning of
+// a longer instruction: one that decodes when b is followed by zeros. (The
+// CPU would fetch the bytes after b, whatever they are.)
+func needsMore(b []byte, mode int) bool {
+	if len(b) >= maxInsnLen {
+		return false
 	}
-	return KindFault, nil
+	p := make([]byte, maxInsnLen)
+	copy(p, b)
+	inst, err := x86asm.Decode(p, mode)
+	return err == nil && inst.Op != 0 && inst.Len > len(b)
 }
 
-// gpFault injects #GP(0).
-func (st *state) gpFault() (Kind, error) {
-	var zero uint32
-	return st.fault(vectorGP, &zero)
+// errTruncated is an instruction that needs more bytes than were fetched.
+var errTruncated = errors.New("truncated instruction")
+
+// decodeFailure is what an instruction that cannot be decoded raises. A
+// *guestFault (#UD, #GP) is the CPU's answer to the bytes. A truncated
+// instruction raises the #PF that stopped the fetch, if one did; with all
+// 15 bytes fetched it is longer than the architectural limit (#GP(0));
+// otherwise the fetch ran out of guest RAM, and the report says so.
+func (st *state) decodeFailure(err error) error {
+	if gf, ok := err.(*guestFault); ok {
+		return gf
+	}
+	if errors.Is(err, errTruncated) {
+		switch {
+		case st.fetchFault != nil:
+			return st.fetchFault
+		case len(st.bytes) >= maxInsnLen:
+			return gpFault("instruction longer than 15 bytes")
+		}
+		return st.unhandled("cannot decode the instruction: truncated (the fetch stopped at the end of guest RAM)", "")
+	}
+	return st.unhandled("cannot decode the instruction: "+err.Error(), "")
 }
 
 // unhandled builds the report for an instruction the emulator gives up on.
@@ -192,25 +238,27 @@ func (st *state) regValue(r x86asm.Reg, nextRIP uint64) (uint64, error) {
 
 // memLinear computes a memory operand's linear address: base + index*scale
 // + disp, truncated to the address size, plus the segment base (in 64-bit
-// mode only FS and GS have one).
-func (st *state) memLinear(m x86asm.Mem, addrSize int, nextRIP uint64) (uint64, error) {
+// mode only FS and GS have one). seg is the segment the operand references
+// (SS for an rSP or rBP base without an override), which decides between
+// #SS and #GP for an address that is not canonical.
+func (st *state) memLinear(m x86asm.Mem, addrSize int, nextRIP uint64) (lin uint64, seg x86asm.Reg, err error) {
 	var a uint64
 	if m.Base != 0 {
 		v, err := st.regValue(m.Base, nextRIP)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		a = v
 	}
 	if m.Index != 0 {
 		v, err := st.regValue(m.Index, nextRIP)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		a += v * uint64(m.Scale)
 	}
 	a = (a + uint64(m.Disp)) & widthMask(addrSize)
-	seg := m.Segment
+	seg = m.Segment
 	if seg == 0 {
 		seg = x86asm.DS
 		switch m.Base {
@@ -218,7 +266,7 @@ func (st *state) memLinear(m x86asm.Mem, addrSize int, nextRIP uint64) (uint64, 
 			seg = x86asm.SS
 		}
 	}
-	return st.segLinear(seg, a), nil
+	return st.segLinear(seg, a), seg, nil
 }
 
 // segLinear adds a segment's base to an effective address.
@@ -269,13 +317,19 @@ func (e *Emulator) popcnt(st *state, inst *x86asm.Inst) (Kind, error) {
 		}
 		src = *st.gpr(si) & widthMask(sw)
 	case x86asm.Mem:
-		lin, err := st.memLinear(a, inst.AddrSize, nextRIP)
+		lin, seg, err := st.memLinear(a, inst.AddrSize, nextRIP)
 		if err != nil {
 			return KindNone, st.unhandled("popcnt: "+err.Error(), "")
 		}
 		n := dw / 8
-		buf, err := e.readVirt(st.cpu, lin, n)
+		if err := st.checkCanonical(seg, lin, n); err != nil {
+			return KindNone, err
+		}
+		buf, err := e.readVirt(st, lin, n, access{})
 		if err != nil {
+			if gf, ok := err.(*guestFault); ok {
+				return KindNone, gf
+			}
 			return KindNone, st.unhandled(fmt.Sprintf("popcnt: reading the source at linear %#x: %v", lin, err), "")
 		}
 		for i := n - 1; i >= 0; i-- {

@@ -51,7 +51,10 @@ func isLegacyPrefix(c byte) bool {
 
 // decodeWide recognises the 0f 38 f8 family. matched is false for any
 // other instruction; with matched true, err says why the instruction is
-// not a valid MOVDIR64B/ENQCMD/ENQCMDS.
+// not a valid MOVDIR64B/ENQCMD/ENQCMDS: a *guestFault for what the CPU
+// rejects (#UD for a LOCK prefix or a register operand, #GP(0) for more
+// than 15 bytes), errTruncated when the bytes end early, else a plain
+// error.
 func decodeWide(b []byte, mode int) (w wideInsn, matched bool, err error) {
 	i := 0
 	var mandatory byte // last f2/f3, else 66
@@ -91,16 +94,28 @@ func decodeWide(b []byte, mode int) (w wideInsn, matched bool, err error) {
 			continue
 		}
 		if c == 0xf0 {
-			return w, true, errors.New("LOCK prefix (#UD)")
+			return w, true, udFault(fmt.Sprintf("LOCK prefix on %v", w.kind))
 		}
 		twin = append(twin, c)
+	}
+	if len(b) <= i+3 {
+		return w, true, errTruncated // no ModRM
+	}
+	if b[i+3]>>6 == 3 {
+		// The source must be memory. (With f2/f3 and a register operand,
+		// CPUs with USER_MSR decode URDMSR/UWRMSR here; godvm does not
+		// emulate those, and a CPU without USER_MSR raises #UD too.)
+		return w, true, udFault(fmt.Sprintf("%v with a register source operand", w.kind))
 	}
 	twin = append(twin, b[prefixEnd:i]...)
 	twin = append(twin, 0x8d)
 	twin = append(twin, b[i+3:]...)
 	inst, derr := x86asm.Decode(twin, mode)
+	if errors.Is(derr, x86asm.ErrTruncated) {
+		return w, true, errTruncated
+	}
 	if derr != nil || inst.Op != x86asm.LEA {
-		return w, true, errors.New("truncated, or a register source operand (#UD)")
+		return w, true, fmt.Errorf("the operands do not decode (%v)", derr)
 	}
 	reg, ok := inst.Args[0].(x86asm.Reg)
 	mem, ok2 := inst.Args[1].(x86asm.Mem)
@@ -110,7 +125,7 @@ func decodeWide(b []byte, mode int) (w wideInsn, matched bool, err error) {
 	}
 	w.length = inst.Len - 1 + 3 + removed
 	if w.length > maxInsnLen {
-		return w, true, errors.New("longer than 15 bytes (#GP)")
+		return w, true, gpFault(fmt.Sprintf("%v longer than 15 bytes", w.kind))
 	}
 	w.dst, w.src, w.addrSize = idx, mem, inst.AddrSize
 	w.twin = inst
@@ -147,20 +162,29 @@ func (e *Emulator) wide(st *state, w wideInsn) (Kind, error) {
 		kind = KindENQCMDS
 	}
 	if w.kind == bus.ENQCMDS && st.cpl() != 0 {
-		return st.gpFault()
+		return KindNone, gpFault("ENQCMDS at CPL > 0")
 	}
 	nextRIP := st.regs.RIP + uint64(w.length)
 	dstEA := *st.gpr(w.dst) & widthMask(w.addrSize)
 	dstLin := st.segLinear(x86asm.ES, dstEA)
-	if dstLin%64 != 0 {
-		return st.gpFault() // the destination must be 64-byte aligned
+	if err := st.checkCanonical(x86asm.ES, dstLin, 64); err != nil {
+		return KindNone, err
 	}
-	srcLin, err := st.memLinear(w.src, w.addrSize, nextRIP)
+	if dstLin%64 != 0 {
+		return KindNone, gpFault(fmt.Sprintf("%v destination %#x not 64-byte aligned", w.kind, dstLin))
+	}
+	srcLin, seg, err := st.memLinear(w.src, w.addrSize, nextRIP)
 	if err != nil {
 		return KindNone, st.unhandled(err.Error(), "")
 	}
-	src, err := e.readVirt(st.cpu, srcLin, 64)
+	if err := st.checkCanonical(seg, srcLin, 64); err != nil {
+		return KindNone, err
+	}
+	src, err := e.readVirt(st, srcLin, 64, access{})
 	if err != nil {
+		if gf, ok := err.(*guestFault); ok {
+			return KindNone, gf
+		}
 		return KindNone, st.unhandled(fmt.Sprintf("%s: reading the 64-byte source at linear %#x: %v", w.kind, srcLin, err), "")
 	}
 	var data [64]byte
@@ -172,15 +196,19 @@ func (e *Emulator) wide(st *state, w wideInsn) (Kind, error) {
 			return KindNone, st.unhandled("ENQCMD: reading IA32_PASID: "+err.Error(), "")
 		}
 		if msr[0].Data&pasidValid == 0 {
-			return st.gpFault()
+			return KindNone, gpFault("ENQCMD with IA32_PASID not valid")
 		}
 		// The first dword becomes the PASID from the MSR, privilege 0.
 		binary.LittleEndian.PutUint32(data[0:], uint32(msr[0].Data)&pasidMask)
 	case bus.ENQCMDS:
 		maskENQCMDS(&data)
 	}
-	dstGPA, err := translate(st.cpu, dstLin)
+	// The destination is written: 64 bytes in one page (it is aligned).
+	dstGPA, err := e.translate(st, dstLin, access{write: true})
 	if err != nil {
+		if gf, ok := err.(*guestFault); ok {
+			return KindNone, gf
+		}
 		return KindNone, st.unhandled(fmt.Sprintf("%s: destination linear %#x: %v", w.kind, dstLin, err), "")
 	}
 	found, accepted := e.store64B(dstGPA, &data, w.kind)

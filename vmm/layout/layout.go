@@ -24,6 +24,9 @@
 //	0xfee0_0000  │ LAPIC                         │
 //	0x1_0000_0000├──────── RAM above 4 GiB ──────┤ whatever did not fit below
 //	0x10_0000_0000 MMIO64 window (64 GiB)        │ 64-bit PCI BARs
+//
+// Ports: godvm's own devices sit below 0xd00 (Port* constants); the PCI
+// I/O window (I/O BARs) is 0xc000-0xffff.
 package layout
 
 import "fmt"
@@ -110,6 +113,18 @@ const (
 	MaxVCPUs      = 254 // APIC IDs 0..N-1; the IOAPIC takes ID N
 	DefaultMemory = 512 * MiB
 	DefaultVCPUs  = 1
+)
+
+// The PCI host bridge's I/O window: I/O-space BARs are placed here, and
+// the DSDT's _CRS of PCI0 declares it, the only port range the bridge
+// forwards. It is above every port godvm decodes itself (all below 0xd00:
+// the Port* constants, and the PIC, PIT and speaker ports KVM emulates) and
+// above the ISA range Linux keeps for legacy devices (PCIBIOS_MIN_IO,
+// 0x1000); SeaBIOS places I/O BARs from 0xc000 too. 16 KiB: 64 BARs of 256
+// ports.
+const (
+	PCIIOStart = 0xc000
+	PCIIOSize  = 0x4000
 )
 
 // Region is a span of guest-physical address space.

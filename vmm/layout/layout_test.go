@@ -104,3 +104,23 @@ func TestE820(t *testing.T) {
 		}
 	}
 }
+
+// TestPCIIOWindow: the I/O window holds none of godvm's own ports, fits
+// the 64 KiB port space and is aligned for its largest BAR.
+func TestPCIIOWindow(t *testing.T) {
+	ports := map[string]Region{
+		"COM1": {PortCOM1, 8}, "CMOS": {PortCMOS, 2}, "i8042": {PortI8042, 5}, "debug exit": {PortDebugExit, 1},
+		"boot timer": {PortBootTimer, 1}, "pv64b": {PortPV64B, 1}, "pvpanic": {PortPVPanic, 1},
+		"PM1a event": {PortPM1aEvent, 4}, "PM1a control": {PortPM1aCtrl, 2}, "reset": {PortResetCF9, 1},
+		"PCI config": {PortPCIConfig, 8}, "PIC/PIT/ELCR (KVM)": {0x20, 0x4d2 - 0x20},
+	}
+	w := Region{PCIIOStart, PCIIOSize}
+	for name, p := range ports {
+		if p.Start < w.End() && w.Start < p.End() {
+			t.Errorf("%s %#x+%d is inside the PCI I/O window %#x-%#x", name, p.Start, p.Size, w.Start, w.End()-1)
+		}
+	}
+	if w.End() > 1<<16 || w.Start < 0x1000 || w.Start%w.Size != 0 {
+		t.Errorf("PCI I/O window %#x+%#x", w.Start, w.Size)
+	}
+}

@@ -32,7 +32,9 @@ GODVM := bin/godvm
 KERNEL_PATH = $(shell images/build-kernel.sh --print-path)
 INITRD_PATH = $(shell images/build-initrd.sh --print-path)
 KERNEL ?= $(KERNEL_PATH)
-CMDLINE ?= godvm_agent.run=boot,dsa
+# quiet: the boot log stays in the guest (the agent turns the console back on
+# for its report); every console byte is a port exit and ring-0 work.
+CMDLINE ?= quiet godvm_agent.run=boot,dsa
 # The DSA device: in-process model, or (VFIO_USER=1) `godvm dsa-server`.
 # Both ways the guest gets setcpuid=movdir64b from godvm when KVM cannot
 # advertise it (host defaults chosen by the KVM probe).

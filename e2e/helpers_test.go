@@ -182,12 +182,16 @@ const defaultMemory = "128M"
 
 // agentRun describes a boot of the test kernel with the in-kernel agent.
 type agentRun struct {
-	Scenarios []string      // godvm_agent.run= (comma-joined)
-	CPUs      int           // default 1
-	Memory    string        // default 128M (defaultMemory)
-	Cmdline   string        // extra guest parameters
-	Args      []string      // extra godvm flags (devices)
-	Timeout   time.Duration // godvm --timeout; default 240s
+	Scenarios []string // godvm_agent.run= (comma-joined)
+	CPUs      int      // default 1
+	Memory    string   // default 128M (defaultMemory)
+	Cmdline   string   // extra guest parameters
+	// BootLog keeps the kernel's boot messages on the console; by default
+	// the guest boots with quiet (the agent turns the console back on for
+	// its report): fewer port exits and less emulated ring-0 printk work.
+	BootLog bool
+	Args    []string      // extra godvm flags (devices)
+	Timeout time.Duration // godvm --timeout; default 240s
 }
 
 // bootAgent boots the test kernel with the agent running the scenarios.
@@ -198,6 +202,9 @@ func bootAgent(t *testing.T, r agentRun) Output {
 		r.Timeout = 240 * time.Second
 	}
 	cmdline := "godvm_agent.run=" + strings.Join(r.Scenarios, ",")
+	if !r.BootLog {
+		cmdline = "quiet " + cmdline
+	}
 	if r.Cmdline != "" {
 		cmdline += " " + r.Cmdline
 	}

@@ -45,7 +45,7 @@ func TestIOBar(t *testing.T) {
 		}
 	})
 
-	out := bootAgent(t, agentRun{Scenarios: []string{"boot", "iobar"}, Args: []string{"--vfio-user", sock}})
+	out := bootAgent(t, agentRun{Scenarios: []string{"boot", "iobar"}, BootLog: true, Args: []string{"--vfio-user", sock}})
 	out.wantStatus(t, 0)
 	out.KTAP.wantOK(t, "boot")
 	console := out.Stdout

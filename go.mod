@@ -3,9 +3,11 @@ module godvm
 go 1.26.8
 
 require (
+	github.com/elastic/go-seccomp-bpf v1.6.0
 	github.com/klauspost/compress v1.20.4
 	github.com/pierrec/lz4/v4 v4.1.33
 	github.com/ulikunitz/xz v0.5.17
+	golang.org/x/net v0.52.0
 	golang.org/x/sys v0.50.0
 )
 

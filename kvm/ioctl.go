@@ -95,6 +95,8 @@ var (
 	kvmSetGuestDebug = kvmIOW[GuestDebug](0x9b)
 	kvmGetVCPUEvents = kvmIOR[VCPUEvents](0x9f)
 	kvmSetVCPUEvents = kvmIOW[VCPUEvents](0xa0)
+	kvmGetXSave      = kvmIOR[XSave](0xa4)
+	kvmSetXSave      = kvmIOW[XSave](0xa5)
 	kvmGetXCRs       = kvmIOR[XCRs](0xa6)
 	kvmSetXCRs       = kvmIOW[XCRs](0xa7)
 )

@@ -54,6 +54,8 @@ func TestIoctlNumbers(t *testing.T) {
 		{"KVM_GET_MP_STATE", kvmGetMPState, 0x8004ae98},
 		{"KVM_SET_MP_STATE", kvmSetMPState, 0x4004ae99},
 		{"KVM_SET_GUEST_DEBUG", kvmSetGuestDebug, 0x4048ae9b},
+		{"KVM_GET_XSAVE", kvmGetXSave, 0x9000aea4},
+		{"KVM_SET_XSAVE", kvmSetXSave, 0x5000aea5},
 		{"KVM_GET_XCRS", kvmGetXCRs, 0x8188aea6},
 		{"KVM_SET_XCRS", kvmSetXCRs, 0x4188aea7},
 		{"KVM_GET_VCPU_EVENTS", kvmGetVCPUEvents, 0x8040ae9f},

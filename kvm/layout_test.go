@@ -30,6 +30,7 @@ func TestStructSizes(t *testing.T) {
 		{"sizeof(kvm_dtable)", unsafe.Sizeof(DTable{}), 16},
 		{"sizeof(kvm_sregs)", unsafe.Sizeof(Sregs{}), 312},
 		{"sizeof(kvm_fpu)", unsafe.Sizeof(FPU{}), 416},
+		{"sizeof(kvm_xsave)", unsafe.Sizeof(XSave{}), 4096},
 		{"sizeof(kvm_xcr)", unsafe.Sizeof(XCR{}), 16},
 		{"sizeof(kvm_xcrs)", unsafe.Sizeof(XCRs{}), 392},
 		{"sizeof(kvm_msr_entry)", unsafe.Sizeof(MSREntry{}), 16},

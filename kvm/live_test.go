@@ -1,6 +1,8 @@
 package kvm
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"testing"
@@ -254,5 +256,91 @@ func TestLiveRealModeGuest(t *testing.T) {
 	}
 	if got, err := fresh.CPUID2(); err != nil || len(got) != len(sup) {
 		t.Errorf("CPUID2 read back %d entries (set %d): %v", len(got), len(sup), err)
+	}
+}
+
+// TestLiveXSave checks KVM_GET/SET_XSAVE against KVM_GET_FPU on a real
+// vCPU: the FX* offsets are where the kernel keeps each field, MXCSR (which
+// kvm_fpu does not carry) round-trips, an image whose XSTATE_BV leaves x87
+// and SSE out is loaded as their init state, and an MXCSR outside
+// MXCSR_MASK is refused.
+//
+// KVM_SET_FPU is not used to write: it copies into the legacy area without
+// marking x87/SSE present in the XSAVE header, so on a host with XSAVE a
+// vCPU whose state is in its init state (a fresh one, seen on kvm_pvm)
+// keeps reading as init state, and KVM_GET_FPU then returns stale bytes.
+func TestLiveXSave(t *testing.T) {
+	s := openKVM(t)
+	vm := newVM(t, s)
+	cpu, err := vm.CreateVCPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cpu.Close()
+	x, err := cpu.XSave()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := x.Bytes()
+	le := binary.LittleEndian
+	if le.Uint16(b[FXFCW:]) != 0x37f || le.Uint32(b[FXMXCSR:]) != 0x1f80 {
+		t.Errorf("fresh vCPU: FCW %#x MXCSR %#x, want the init state 0x37f, 0x1f80", le.Uint16(b[FXFCW:]), le.Uint32(b[FXMXCSR:]))
+	}
+	mask := le.Uint32(b[FXMXCSRMask:])
+	t.Logf("XSTATE_BV %#x, MXCSR_MASK %#x", le.Uint64(b[XSaveBV:]), mask)
+	if mask == 0 {
+		mask = 0xffbf // the SDM's default where the CPU stores 0
+	}
+	le.PutUint16(b[FXFCW:], 0x27f)
+	le.PutUint16(b[FXFSW:], 0x3820)
+	b[FXFTW] = 0x80
+	le.PutUint16(b[FXFOP:], 0x1e8)
+	le.PutUint64(b[FXFIP:], 0x1234_5678_9abc)
+	le.PutUint64(b[FXFDP:], 0xfedc_ba98_7654)
+	le.PutUint32(b[FXMXCSR:], 0x7fbf) // round toward zero, all flags set
+	for i := range 10 {
+		b[FXST0+7*16+i] = byte(0x70 + i)
+	}
+	for i := range 256 {
+		b[FXXMM0+i] = byte(i)
+	}
+	le.PutUint64(b[XSaveBV:], le.Uint64(b[XSaveBV:])|3)
+	if err := cpu.SetXSave(x); err != nil {
+		t.Fatal(err)
+	}
+	f, err := cpu.FPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.FCW != 0x27f || f.FSW != 0x3820 || f.FTWX != 0x80 || f.LastOpcode != 0x1e8 || f.LastIP != 0x1234_5678_9abc || f.LastDP != 0xfedc_ba98_7654 {
+		t.Errorf("KVM_GET_FPU after KVM_SET_XSAVE: FCW %#x FSW %#x FTW %#x FOP %#x FIP %#x FDP %#x", f.FCW, f.FSW, f.FTWX, f.LastOpcode, f.LastIP, f.LastDP)
+	}
+	if !bytes.Equal(f.FPR[7][:10], b[FXST0+7*16:FXST0+7*16+10]) {
+		t.Errorf("ST7 % x, want % x", f.FPR[7][:10], b[FXST0+7*16:FXST0+7*16+10])
+	}
+	for i := range f.XMM {
+		if !bytes.Equal(f.XMM[i][:], b[FXXMM0+16*i:FXXMM0+16*i+16]) {
+			t.Errorf("XMM%d % x, want % x", i, f.XMM[i][:], b[FXXMM0+16*i:FXXMM0+16*i+16])
+		}
+	}
+	y, err := cpu.XSave()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(y.Bytes()[:FXXMM0+256], b[:FXXMM0+256]) {
+		t.Errorf("KVM_GET_XSAVE read back\n% x\nwant\n% x", y.Bytes()[:FXST0], b[:FXST0])
+	}
+	// XSTATE_BV without x87 and SSE: both go back to their init state.
+	le.PutUint64(b[XSaveBV:], le.Uint64(b[XSaveBV:])&^3)
+	if err := cpu.SetXSave(x); err != nil {
+		t.Fatal(err)
+	}
+	if z, err := cpu.XSave(); err != nil || le.Uint16(z.Bytes()[FXFCW:]) != 0x37f || le.Uint32(z.Bytes()[FXMXCSR:]) != 0x1f80 {
+		t.Errorf("XSTATE_BV without x87/SSE: FCW %#x MXCSR %#x (%v), want the init state", le.Uint16(z.Bytes()[FXFCW:]), le.Uint32(z.Bytes()[FXMXCSR:]), err)
+	}
+	le.PutUint64(b[XSaveBV:], le.Uint64(b[XSaveBV:])|3)
+	le.PutUint32(b[FXMXCSR:], ^mask)
+	if err := cpu.SetXSave(x); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("MXCSR %#x outside MXCSR_MASK %#x: %v, want EINVAL", ^mask, mask, err)
 	}
 }

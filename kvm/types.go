@@ -1,5 +1,7 @@
 package kvm
 
+import "unsafe"
+
 // Go mirrors of the kernel structures. Field order, sizes and padding follow
 // linux/kvm.h and arch/x86/include/uapi/asm/kvm.h exactly; layout_test.go
 // checks every size and offset against numbers measured with gcc.
@@ -61,6 +63,41 @@ type FPU struct {
 	MXCSR      uint32
 	_          uint32
 }
+
+// XSave is struct kvm_xsave (KVM_GET_XSAVE / KVM_SET_XSAVE): the vCPU's
+// x87, SSE and extended state in the XSAVE layout. Its first 512 bytes are
+// the FXSAVE image (64-bit format: FCW, FSW, abridged FTW, FOP, FIP, FDP,
+// MXCSR, MXCSR_MASK, ST0-ST7, XMM0-XMM15; offsets FX*), then the XSAVE
+// header (XSTATE_BV at byte 512), then the extended components. Unlike
+// struct kvm_fpu (KVM_GET_FPU), which carries neither MXCSR nor
+// MXCSR_MASK (Linux's kvm_arch_vcpu_ioctl_get_fpu copies everything but
+// them), it holds the whole x87/SSE state, and KVM serves FP and SSE
+// through it even where the guest has no XSAVE (noxsave) or the host none.
+type XSave struct {
+	Region [1024]uint32
+}
+
+// Bytes is the 4096-byte region, for reading and writing fields in place.
+func (x *XSave) Bytes() []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(&x.Region[0])), len(x.Region)*4)
+}
+
+// Offsets in the FXSAVE image (the first 512 bytes of XSave.Region; SDM
+// Vol. 1 table 10-2, 64-bit format) and in the XSAVE header.
+const (
+	FXFCW       = 0   // x87 control word, 2 bytes
+	FXFSW       = 2   // x87 status word, 2 bytes
+	FXFTW       = 4   // abridged tag word, 1 byte: bit i set = physical register i not empty
+	FXFOP       = 6   // last x87 opcode, 11 bits
+	FXFIP       = 8   // last x87 instruction pointer, 8 bytes
+	FXFDP       = 16  // last x87 data pointer, 8 bytes
+	FXMXCSR     = 24  // 4 bytes
+	FXMXCSRMask = 28  // 4 bytes: the MXCSR bits this CPU supports
+	FXST0       = 32  // ST0-ST7 (stack order), 16 bytes apart, 10 used
+	FXXMM0      = 160 // XMM0-XMM15, 16 bytes each
+	FXSize      = 512
+	XSaveBV     = 512 // XSTATE_BV: the components the image holds (bit 0 x87, bit 1 SSE); the others read as init state
+)
 
 // XCR is struct kvm_xcr: one extended control register (XCR0 is 0).
 type XCR struct {

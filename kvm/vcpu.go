@@ -109,6 +109,25 @@ func (v *VCPU) SetFPU(f FPU) error {
 	return err
 }
 
+// XSave is KVM_GET_XSAVE: the x87/SSE state with MXCSR (which KVM_GET_FPU
+// leaves out) and the extended state. It fails (EINVAL) for a VM given
+// permission for AMX state, whose image is larger than struct kvm_xsave;
+// godvm never asks for that.
+func (v *VCPU) XSave() (*XSave, error) {
+	x := new(XSave)
+	_, err := ioctl(v.fd, "KVM_GET_XSAVE", kvmGetXSave, unsafe.Pointer(x))
+	return x, err
+}
+
+// SetXSave is KVM_SET_XSAVE. KVM loads the components XSTATE_BV names and
+// puts the others in their init state, so write back an image XSave
+// returned, with bits 0 and 1 of XSTATE_BV set once x87 or SSE state in it
+// changed. KVM refuses (EINVAL) an MXCSR with bits outside MXCSR_MASK.
+func (v *VCPU) SetXSave(x *XSave) error {
+	_, err := ioctl(v.fd, "KVM_SET_XSAVE", kvmSetXSave, unsafe.Pointer(x))
+	return err
+}
+
 // XCRs is KVM_GET_XCRS (needs KVM_CAP_XCRS).
 func (v *VCPU) XCRs() (XCRs, error) {
 	var x XCRs

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"godvm/internal/sandbox"
 	"godvm/kvm"
 	"godvm/vmm/layout"
 	"godvm/vmm/x86"
@@ -137,6 +138,11 @@ func (m *Machine) kick(v *vcpu) {
 func (m *Machine) runVCPU(v *vcpu) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// Under godvm's seccomp filters the thread takes the vCPU filter and
+	// stays locked (the thread ends with this goroutine).
+	if err := sandbox.LockThread(sandbox.KindVCPU); err != nil {
+		return fmt.Errorf("vCPU %d: %w", v.id, err)
+	}
 	v.tid.Store(int32(unix.Gettid()))
 	defer v.tid.Store(0)
 	run := v.cpu.RunData()

@@ -32,9 +32,13 @@ func setupDevices(c *cli.Context, cfg *vmm.Config) error {
 			return err
 		}
 		add(func(m *vmm.Machine) error {
-			if err := virtio.AddBlock(m.Platform(), m.PCI(), o); err != nil {
+			closeDisk, err := virtio.AddBlock(m.Platform(), m.PCI(), o)
+			if err != nil {
 				return fmt.Errorf("--disk %s: %w", s, err)
 			}
+			// When the machine closes (the guest stopped, a signal, an
+			// error): stop the device, fsync and close the image.
+			m.AddCloser(closeDisk)
 			return nil
 		})
 	}

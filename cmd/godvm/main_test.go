@@ -41,6 +41,8 @@ func TestBadInputOneLine(t *testing.T) {
 		{[]string{"run", "--kernel", notKernel, "--timeout", "-5s"}, "--timeout"},
 		{[]string{"run", "--no-such-flag"}, "no-such-flag"},
 		{[]string{"run", "--kernel", notKernel, "extra"}, "unexpected argument"},
+		{[]string{"run", "--kernel", notKernel, "--seccomp", "maybe"}, "--seccomp \"maybe\": want on or off"},
+		{[]string{"dsa-server", "--socket", filepath.Join(dir, "s"), "--seccomp", "maybe"}, "--seccomp \"maybe\": want on or off"},
 		{[]string{"frobnicate"}, "unknown command"},
 	}
 	for _, c := range cases {
@@ -101,9 +103,15 @@ func TestHelp(t *testing.T) {
 	if err := newApp(&out, &errb).Run([]string{"godvm", "run", "--help"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"--kernel", "--initrd", "--cmdline", "--cpus", "--memory", "--timeout", "--boot-trace", "--verbose", "--no-host-defaults", "--dsa-path", "--system-map", "--guest-decompress"} {
+	for _, f := range []string{"--kernel", "--initrd", "--cmdline", "--cpus", "--memory", "--timeout", "--boot-trace", "--verbose", "--no-host-defaults", "--dsa-path", "--system-map", "--guest-decompress", "--seccomp"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("run --help lacks %s", f)
+		}
+	}
+	// The exit statuses, the signals' and seccomp's included.
+	for _, s := range []string{"Exit status:", "130  SIGINT", "143: SIGTERM", "159  the seccomp filters"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("run --help lacks %q", s)
 		}
 	}
 }

@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"godvm/internal/sandbox"
 	"godvm/vmm"
 	"godvm/vmm/probe"
 )
@@ -40,6 +42,7 @@ func runFlags() []cli.Flag {
 			"With a DSA godvm adds godvm_dsa_path=PATH (and setcpuid=movdir64b where the guest's CPUID lacks it) before --cmdline; " +
 			"with --no-host-defaults a forced path is still checked and adds only godvm_dsa_path=PATH, auto adds nothing"},
 		&cli.StringFlag{Name: "system-map", Usage: "the kernel's System.map, to name functions in reports"},
+		seccompFlag(),
 	}
 	return append(f, deviceFlags...)
 }
@@ -57,8 +60,18 @@ func runCommand() *cli.Command {
 		Name:      "run",
 		Usage:     "boot a Linux guest",
 		UsageText: "godvm run --kernel vmlinux [--initrd FILE] [--cmdline ARGS] [--cpus N] [--memory SIZE] [--timeout D] [devices...]",
-		Flags:     runFlags(),
-		Action:    runAction,
+		Description: "Exit status:\n" +
+			"   0    the guest powered off, reset, or reported a pass\n" +
+			"   1    godvm's own error (bad input, an exit it cannot handle, a VMM failure)\n" +
+			"   2    the guest panicked\n" +
+			"   3    the guest reported failure through the debug-exit port\n" +
+			"   4    --timeout expired\n" +
+			"   130  SIGINT stopped the guest (128 + 2); 143: SIGTERM (128 + 15). The guest is stopped, its disks\n" +
+			"        flushed (fsync) and closed before godvm exits; a second SIGINT or SIGTERM kills godvm at once\n" +
+			"   159  the seccomp filters refused a system call (128 + SIGSYS): stderr names the call, its\n" +
+			"        arguments, the filter and the thread (--seccomp=off runs without the filters)",
+		Flags:  runFlags(),
+		Action: runAction,
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			return usageError{err}
 		},
@@ -82,6 +95,10 @@ func runAction(c *cli.Context) error {
 	forced, err := parseDSAPathFlag(c.String("dsa-path"))
 	if err != nil {
 		return err
+	}
+	on, err := seccompOn(c)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
 	}
 	// Files and sizes first: bad input is reported before KVM is touched.
 	if err := vmm.Check(cfg); err != nil {
@@ -124,22 +141,124 @@ func runAction(c *cli.Context) error {
 			return err
 		}
 	}
+	// SIGINT and SIGTERM from here on stop the guest (below); before, their
+	// default action is right: nothing needs flushing yet.
+	ctx, caught, stopSignals := stopOnSignal(stderr)
+	defer stopSignals()
 	m, err := vmm.New(cfg)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	closed := false
+	defer func() {
+		if !closed {
+			m.Close()
+		}
+	}()
 	log.Info("guest command line", "cmdline", m.Cmdline())
 	k := m.Kernel()
 	log.Info("kernel", "format", k.Format.String(), "entry", fmt.Sprintf("%#x", k.Entry))
 	if k.Note != "" {
 		fmt.Fprintln(stderr, "godvm: note: "+k.Note)
 	}
+	// Everything is open now (kernel, disks, taps, /dev/kvm, vfio-user
+	// sockets): the filters go in before the guest runs.
+	if on {
+		if err := sandbox.InstallProcess(sandbox.KindVMM); err != nil {
+			return err
+		}
+		log.Info("seccomp filters installed", "process", sandbox.KindVMM.String(),
+			"threads", sandbox.KindVCPU.String()+", "+sandbox.KindWorker.String())
+	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	res, runErr := m.Run(ctx)
+	// Stop the devices, flush and close the disks, before reporting.
+	closed = true
+	closeErr := m.Close()
+	if runErr == nil && closeErr != nil {
+		runErr = fmt.Errorf("closing the machine: %w", closeErr)
+	}
+	if sig := caught(); sig != 0 && runErr == nil {
+		return signalExit(stderr, res, sig, len(c.StringSlice("disk")) > 0, c.Bool("verbose"))
+	}
 	return report(stderr, res, runErr, c.Bool("verbose"))
+}
+
+// stopOnSignal turns the first SIGINT or SIGTERM into the returned
+// context's cancellation (the guest stops, disks are flushed and closed)
+// and reports which signal it was; after it, the signals' default action
+// is back, so a second one kills godvm at once.
+func stopOnSignal(stderr io.Writer) (ctx context.Context, caught func() syscall.Signal, stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	var got atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-ch:
+			signal.Stop(ch)
+			sig := s.(syscall.Signal)
+			got.Store(int32(sig))
+			fmt.Fprintf(stderr, "godvm: %s: stopping the guest and flushing its disks (a second signal kills godvm at once)\n", signalName(sig))
+			cancel()
+		case <-done:
+		}
+	}()
+	return ctx, func() syscall.Signal { return syscall.Signal(got.Load()) }, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel()
+	}
+}
+
+// signalName is SIGINT or SIGTERM.
+func signalName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return s.String()
+}
+
+// signalExit reports a guest stopped by a signal: status 128 + the signal,
+// as a shell reports a process the signal killed.
+func signalExit(w io.Writer, res vmm.Result, sig syscall.Signal, disks, verbose bool) error {
+	if res.Reason != vmm.ReasonInterrupted {
+		// The guest ended on its own before the signal took effect.
+		return report(w, res, nil, verbose)
+	}
+	if res.Trace != nil {
+		res.Trace.Write(w)
+	}
+	msg := fmt.Sprintf("godvm: stopped by %s%s", signalName(sig), strings.TrimPrefix(oneLine(res.Summary()), "interrupted"))
+	if disks {
+		msg += "; disks flushed and closed"
+	}
+	return cli.Exit(msg, exitSignal(sig))
+}
+
+// exitSignal is godvm run's exit status after a signal stopped the guest.
+func exitSignal(sig syscall.Signal) int { return 128 + int(sig) }
+
+// seccompFlag is --seccomp, on `godvm run` and `godvm dsa-server`.
+func seccompFlag() cli.Flag {
+	return &cli.StringFlag{Name: "seccomp", Value: "on", Usage: "on: confine godvm with seccomp filters once everything is open " +
+		"(per thread kind; a refused system call stops godvm with status 159 and names the call on stderr); off: no filters, for debugging"}
+}
+
+// seccompOn parses --seccomp.
+func seccompOn(c *cli.Context) (bool, error) {
+	switch v := c.String("seccomp"); v {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	default:
+		return false, fmt.Errorf("--seccomp %q: want on or off", v)
+	}
 }
 
 // configFromFlags validates the flags into a vmm.Config.

@@ -131,14 +131,26 @@ func NewBlock(o BlockOptions) (*Block, error) {
 	return b, nil
 }
 
-// AddBlock creates a virtio-blk device for o and places it on root.
-func AddBlock(p *platform.Platform, root *pci.Root, o BlockOptions) error {
+// AddBlock creates a virtio-blk device for o and places it on root. The
+// function it returns stops the device (its worker finishes the request in
+// hand first), flushes the image to stable storage and closes it: the VMM
+// calls it once the guest has stopped, however it stopped.
+func AddBlock(p *platform.Platform, root *pci.Root, o BlockOptions) (func() error, error) {
 	be, err := NewBlock(o)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = addDevice(p, root, "virtio-blk "+filepath.Base(o.Path), be, be.f)
-	return err
+	d, err := addDevice(p, root, "virtio-blk "+filepath.Base(o.Path), be, be.f)
+	if err != nil {
+		return nil, err
+	}
+	return func() error {
+		derr := d.Close()
+		if err := be.Close(); err != nil {
+			return err
+		}
+		return derr
+	}, nil
 }
 
 func addDevice(p *platform.Platform, root *pci.Root, name string, be Backend, closer io.Closer) (*Device, error) {
@@ -159,8 +171,19 @@ func addDevice(p *platform.Platform, root *pci.Root, name string, be Backend, cl
 	return d, nil
 }
 
-// Close closes the image.
-func (b *Block) Close() error { return b.f.Close() }
+// Close flushes a writable image to stable storage (fsync) and closes it.
+func (b *Block) Close() error {
+	var err error
+	if !b.ro {
+		if e := b.f.Sync(); e != nil {
+			err = fmt.Errorf("disk image %s: %w", b.f.Name(), e)
+		}
+	}
+	if e := b.f.Close(); e != nil && err == nil {
+		err = fmt.Errorf("disk image %s: %w", b.f.Name(), e)
+	}
+	return err
+}
 
 func (b *Block) DeviceType() uint16      { return IDBlock }
 func (b *Block) QueueMaxSizes() []uint16 { return []uint16{blkQueueSize} }

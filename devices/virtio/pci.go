@@ -21,6 +21,7 @@ import (
 	"godvm/devices/pci"
 	"godvm/devices/platform"
 	"godvm/guestmem"
+	"godvm/internal/sandbox"
 )
 
 // Device IDs (virtio 1.2 §5).
@@ -724,6 +725,13 @@ func (w *worker) close() { w.stopEv.Close() }
 func (w *worker) run() {
 	defer close(w.done)
 	d := w.d
+	// Under godvm's seccomp filters the worker's thread takes the device
+	// worker filter and stays locked (the thread ends with this goroutine).
+	if err := sandbox.LockThread(sandbox.KindWorker); err != nil {
+		w.broken = true
+		d.fail(err)
+		return
+	}
 	poller, _ := d.be.(Poller)
 	fds := make([]unix.PollFd, 0, 1+len(d.queues)+2)
 	// Serve anything queued before DRIVER_OK.

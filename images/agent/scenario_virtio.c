@@ -397,3 +397,42 @@ static int scenario_virtio_blk_bench(void)
 	return ret;
 }
 GODVM_SCENARIO("virtio-blk-bench", scenario_virtio_blk_bench);
+
+/* ---- virtio-blk-hold: a write left to godvm's exit ---- */
+
+/*
+ * On the disk with serial "godvm-rw": writes the pattern at sector 2048 with
+ * a plain write (no PREFLUSH, no FUA, no flush after it), prints
+ * "# blk_hold_written=1", then keeps the guest running (disk still open) for
+ * up to 60 s so that the host can stop godvm with a signal and find the
+ * pattern in the image (e2e/signal_test.go). Returns 0 if nothing stopped it.
+ */
+static int scenario_virtio_blk_hold(void)
+{
+	struct page *page;
+	char name[8] = "";
+	unsigned long end;
+	struct file *f;
+	int ret;
+
+	f = open_disk("godvm-rw", BLK_OPEN_READ | BLK_OPEN_WRITE, name);
+	if (IS_ERR(f))
+		return PTR_ERR(f);
+	page = alloc_page(GFP_KERNEL);
+	if (!page) {
+		fput(f);
+		return -ENOMEM;
+	}
+	fill_pattern(page_address(page));
+	ret = page_io(file_bdev(f), page, REQ_OP_WRITE);
+	__free_page(page);
+	godvm_diag("blk_hold_written=%d blk=%s", ret ? 0 : 1, name);
+	if (!ret) {
+		end = jiffies + 60 * HZ;
+		while (time_before(jiffies, end))
+			msleep(100);
+	}
+	fput(f);
+	return ret;
+}
+GODVM_SCENARIO("virtio-blk-hold", scenario_virtio_blk_hold);

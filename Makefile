@@ -10,6 +10,10 @@
 #                 kernel `make kernel` built (bench finds it: internal/kernelcache)
 #   make test     gofmt check, go vet, go test with GODVM_TEST_KERNEL/INITRD
 #   make fuzz     run every fuzz target for FUZZTIME (default 30s)
+#   make test-stock-kernel
+#                 boot Debian's stock kernel (linux-image-amd64, fetched once
+#                 into ~/.cache/godvm) to its "VFS: Unable to mount root fs"
+#                 panic (e2e TestStockKernel; slow, not part of make test)
 #
 # Works as root on a fresh Debian 12 with Go in /usr/local/go.
 
@@ -49,7 +53,7 @@ BENCH_ARGS ?= --runs 3
 GO_TEST_FLAGS ?=
 FUZZTIME ?= 30s
 
-.PHONY: deps kernel initrd build run bench test test-nested nested-go-test vet fmt-check fuzz clean
+.PHONY: deps kernel initrd build run bench test test-nested nested-go-test vet fmt-check fuzz clean test-stock-kernel
 
 # apt-get runs only when a package is missing, so `make test` stays quick.
 deps:
@@ -171,6 +175,39 @@ fuzz:
 	awk '{n++; s+=$$3} END {printf "total: %d executions in %d targets\n", s, n}' $$summary; \
 	echo "failed targets: $$failed"; \
 	[ $$failed -eq 0 ]
+
+# Debian's stock kernel as a user has it: the image package linux-image-amd64
+# depends on (e.g. linux-image-6.1.0-56-amd64), downloaded with apt-get and
+# unpacked with dpkg-deb into $GODVM_CACHE/stock-kernel-<package>_<version>
+# (once per version), booted as the bzImage it is by e2e TestStockKernel,
+# which takes its path from GODVM_STOCK_KERNEL. STOCK_KERNEL_ARGS and
+# STOCK_KERNEL_CMDLINE pass extra godvm flags and guest parameters (e.g.
+# STOCK_KERNEL_ARGS=--no-host-defaults STOCK_KERNEL_CMDLINE=noxsave).
+# About 6-10 minutes on a kvm_pvm host (README, "bzImage kernels").
+STOCK_KERNEL_META ?= linux-image-amd64
+STOCK_KERNEL_ARGS ?=
+STOCK_KERNEL_CMDLINE ?=
+GODVM_CACHE ?= $(HOME)/.cache/godvm
+test-stock-kernel: build
+	@pkg=$$(apt-cache depends $(STOCK_KERNEL_META) 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$$/\1/p' | head -n 1); \
+	ver=$$(apt-cache policy "$$pkg" 2>/dev/null | sed -n 's/^ *Candidate: //p'); \
+	if [ -z "$$pkg" ] || [ -z "$$ver" ] || [ "$$ver" = "(none)" ]; then \
+		echo "make test-stock-kernel: apt knows no kernel package behind $(STOCK_KERNEL_META) (run apt-get update?)"; exit 1; \
+	fi; \
+	dir="$(GODVM_CACHE)/stock-kernel-$${pkg}_$${ver}"; \
+	if [ ! -e "$$dir/.complete" ]; then \
+		echo "make test-stock-kernel: downloading $$pkg $$ver"; \
+		tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; chmod 755 "$$tmp"; \
+		(cd "$$tmp" && apt-get download -q "$$pkg=$$ver"); \
+		rm -rf "$$dir"; mkdir -p "$$dir"; \
+		dpkg-deb -x "$$tmp"/*.deb "$$dir"; \
+		touch "$$dir/.complete"; \
+	fi; \
+	kernel=$$(ls "$$dir"/boot/vmlinuz-* | head -n 1); \
+	echo "make test-stock-kernel: $$pkg $$ver: $$kernel"; \
+	GODVM_STOCK_KERNEL="$$kernel" GODVM_BINARY="$(CURDIR)/$(GODVM)" \
+		GODVM_STOCK_ARGS="$(STOCK_KERNEL_ARGS)" GODVM_STOCK_CMDLINE="$(STOCK_KERNEL_CMDLINE)" \
+		$(GO) test -count=1 -timeout 40m -v -run '^TestStockKernel$$' $(GO_TEST_FLAGS) ./e2e/
 
 clean:
 	rm -rf bin

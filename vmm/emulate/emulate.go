@@ -21,12 +21,29 @@
 //     the MMIO device at the destination with bus.Write64B; ENQCMD(S) set
 //     ZF when the device answers "retry". (Hosts whose guests cannot execute
 //     them at all use the paravirtual port below instead.)
+//   - x87 and SSE (fpu.go, x87.go, sse.go, float.go): LDMXCSR, which
+//     kernel_fpu_begin() runs, and everything a kernel's FPU and SIMD code
+//     may reach of the x86-64 baseline that KVM's emulator lacks: the x87
+//     control and state instructions (FNINIT, FNCLEX, FLDCW/FNSTCW,
+//     FNSTSW, FNSTENV/FLDENV, FNSAVE/FRSTOR, FXSAVE/FXRSTOR, EMMS, FWAIT),
+//     x87 loads and stores (FLD, FILD, FST(P), FLD1, FLDZ, FXCH, ...), the
+//     SSE/SSE2 moves, bitwise, integer, shuffle and packing operations,
+//     CVTSI2SS/SD, SQRTSS/SD, and SSSE3's PSHUFB. The guest's x87/SSE state
+//     is read and written with KVM_GET/SET_XSAVE; results are computed on
+//     integers (rounding as FCW.RC/MXCSR.RC say) and checked bit for bit
+//     against the host CPU (native_test.go). FWAIT raises a pending #MF.
 //
 // What the CPU would refuse is the guest's fault, not godvm's: the emulator
 // injects the exception and the vCPU goes on into the guest's handler (Kind
 // KindFault), with RIP on the instruction. #UD for a LOCK prefix, a
-// register operand where MOVDIR64B/ENQCMD(S) need memory, or CLAC/STAC at
-// CPL > 0; #GP(0) for an address that is not canonical (#SS(0) when it
+// register operand where MOVDIR64B/ENQCMD(S) need memory, CLAC/STAC at
+// CPL > 0, an SSE instruction with CR0.EM set or CR4.OSFXSR clear; #NM for
+// x87/SSE with CR0.TS set (x87: or CR0.EM); #MF for a waiting x87
+// instruction while an unmasked exception is pending; #XM (#UD without
+// CR4.OSXMMEXCPT) for an unmasked SIMD floating-point exception, MXCSR's
+// flags set and the destination unchanged; #GP(0) for a misaligned 16-byte
+// SSE operand or FXSAVE area, LDMXCSR or FXRSTOR of an MXCSR with reserved
+// bits, and for an address that is not canonical (#SS(0) when it
 // references SS: an rSP/rBP base), a misaligned 64-byte destination,
 // ENQCMDS at CPL > 0, ENQCMD without a valid IA32_PASID, or more than 15
 // bytes; #PF for a fetch, source or destination the guest's page tables do
@@ -106,6 +123,10 @@ type VCPU interface {
 	InjectException(vector uint8, errorCode *uint32) error
 	// MSRs reads MSRs (KVM_GET_MSRS); used for IA32_PASID by ENQCMD.
 	MSRs(entries []kvm.MSREntry) error
+	// XSave and SetXSave read and write the x87/SSE state
+	// (KVM_GET_XSAVE, KVM_SET_XSAVE; fpu.go says why not KVM_GET_FPU).
+	XSave() (*kvm.XSave, error)
+	SetXSave(*kvm.XSave) error
 }
 
 var _ VCPU = (*kvm.VCPU)(nil)
@@ -204,6 +225,8 @@ type state struct {
 	// fetchFault is the #PF that stopped the fetch short of 15 bytes, if
 	// one did: raised when the instruction turns out to need more bytes.
 	fetchFault *guestFault
+	// fp is the x87/SSE state, read when an instruction first needs it.
+	fp *fpuState
 }
 
 func (e *Emulator) emulate(cpu VCPU, hint []byte) (Kind, error) {
@@ -249,6 +272,12 @@ func (e *Emulator) emulate(cpu VCPU, hint []byte) (Kind, error) {
 // changes what KVM_GET_VCPU_EVENTS reports for every vCPU; godvm does not
 // enable it, and writing CR2 first works on every host.
 func (st *state) raise(f *guestFault) (Kind, error) {
+	if f.keepFPU {
+		// An unmasked SIMD exception sets its MXCSR flags before #XM.
+		if err := st.commitFPU(); err != nil {
+			return KindNone, err
+		}
+	}
 	if f.vector == vectorPF {
 		s := st.sregs
 		s.CR2 = f.addr

@@ -22,6 +22,11 @@ type fakeCPU struct {
 	setRegs  int
 	setSregs int
 	failRegs bool
+	// xsave is the x87/SSE state (nil: the init state, made on first
+	// use); setXSave counts KVM_SET_XSAVE calls.
+	xsave     *kvm.XSave
+	setXSave  int
+	failXSave bool
 }
 
 // injection is one injected exception, with CR2 as it was when it was
@@ -50,6 +55,36 @@ func (f *fakeCPU) InjectException(v uint8, code *uint32) error {
 	f.injected = append(f.injected, in)
 	return nil
 }
+
+// initXSave is the x87/SSE init state as KVM_GET_XSAVE returns it, with
+// this project's kvm_pvm host's MXCSR_MASK (0x2ffff: with AMD's MM bit).
+func initXSave() *kvm.XSave {
+	x := new(kvm.XSave)
+	b := x.Bytes()
+	binary.LittleEndian.PutUint16(b[kvm.FXFCW:], 0x37f)
+	binary.LittleEndian.PutUint32(b[kvm.FXMXCSR:], 0x1f80)
+	binary.LittleEndian.PutUint32(b[kvm.FXMXCSRMask:], 0x2ffff)
+	return x
+}
+
+func (f *fakeCPU) XSave() (*kvm.XSave, error) {
+	if f.failXSave {
+		return nil, errors.New("KVM_GET_XSAVE: bad file descriptor")
+	}
+	if f.xsave == nil {
+		f.xsave = initXSave()
+	}
+	x := *f.xsave
+	return &x, nil
+}
+
+func (f *fakeCPU) SetXSave(x *kvm.XSave) error {
+	c := *x
+	f.xsave = &c
+	f.setXSave++
+	return nil
+}
+
 func (f *fakeCPU) MSRs(e []kvm.MSREntry) error {
 	for i := range e {
 		v, ok := f.msrs[e[i].Index]

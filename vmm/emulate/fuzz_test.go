@@ -25,6 +25,13 @@ import (
 // present (bit 2), the destination page read-only (bit 3), every page
 // user-accessible (bit 4), the code page execute-disable (bit 5), and clear
 // EFER.NXE (bit 6: XD becomes a reserved bit) and CR0.WP (bit 7).
+//
+// For the x87 and SSE instructions, rdx and rsi also make the x87/SSE
+// state (FCW, FSW with TOP and pending exceptions, tags, MXCSR with masks
+// and AMD's MM bit, XMM and ST registers) and rax's top four bits set
+// CR0.TS and CR0.EM and clear CR4.OSFXSR and CR4.OSXMMEXCPT. A fault must
+// leave that state alone too, except MXCSR's flags before #XM (or #UD
+// without OSXMMEXCPT), and guest RAM outside the page tables unchanged.
 func FuzzEmulate(f *testing.F) {
 	seeds := [][]byte{
 		{0xcc}, {0x0f, 0x01, 0xca}, {0x0f, 0x01, 0xcb}, {0x9b},
@@ -36,6 +43,17 @@ func FuzzEmulate(f *testing.F) {
 		{0x48, 0x0f, 0xae, 0x2f}, {0xf0, 0x48, 0x0f, 0xc7, 0x0f}, {0x66, 0x0f, 0x38, 0xf8, 0xc2},
 		{0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x26, 0x66, 0x0f, 0x38, 0xf8, 0x02},
 		{0xf0, 0x66, 0x0f, 0x38, 0xf8, 0x02}, {0x66, 0x0f, 0x38, 0xf8, 0x45, 0x00},
+		// x87 and SSE (fpu.go, x87.go, sse.go).
+		{0x0f, 0xae, 0x16}, {0x0f, 0xae, 0x1e}, {0xd9, 0x2e}, {0xd9, 0x3e}, {0xdf, 0xe0}, {0xdd, 0x3e},
+		{0xdb, 0xe3}, {0xdb, 0xe2}, {0xd9, 0xe8}, {0xd9, 0xee}, {0xdd, 0x1e}, {0xd9, 0x1e}, {0xdb, 0x3e},
+		{0xdd, 0x06}, {0xdb, 0x06}, {0xdd, 0xd9}, {0xd9, 0xc9}, {0xdd, 0xc1}, {0xd9, 0xf7},
+		{0xdd, 0x36}, {0x66, 0xdd, 0x26}, {0xd9, 0x36}, {0xd9, 0x26}, {0x0f, 0xae, 0x06}, {0x48, 0x0f, 0xae, 0x0e},
+		{0x0f, 0x77}, {0x66, 0x0f, 0xef, 0xc1}, {0x0f, 0x57, 0xc1}, {0x66, 0x0f, 0x6e, 0xc0}, {0x66, 0x48, 0x0f, 0x7e, 0xc0},
+		{0x66, 0x0f, 0x74, 0xc1}, {0x66, 0x0f, 0xd7, 0xc0}, {0xf2, 0x0f, 0x10, 0x06}, {0xf2, 0x48, 0x0f, 0x2a, 0xc0},
+		{0xf2, 0x0f, 0x51, 0x06}, {0xf3, 0x0f, 0x51, 0xc1}, {0x66, 0x0f, 0x38, 0x00, 0xc1}, {0x66, 0x0f, 0x6f, 0x06},
+		{0xf3, 0x0f, 0x7f, 0x06}, {0x66, 0x0f, 0x73, 0xd8, 0x03}, {0x66, 0x0f, 0xc4, 0x06, 0x05}, {0x66, 0x0f, 0xc5, 0xc1, 0x02},
+		{0x66, 0x0f, 0xe7, 0x06}, {0xf0, 0x66, 0x0f, 0xef, 0xc1}, {0x0f, 0xef, 0xc1}, {0x66, 0x45, 0x0f, 0xfe, 0x4c, 0x24, 0x10},
+		{0x0f, 0x12, 0x06}, {0x66, 0x0f, 0xd6, 0x06}, {0x66, 0x0f, 0x70, 0xc1, 0x1b},
 	}
 	for i, s := range seeds {
 		f.Add(s, uint64(portalBase), uint64(0x3000), uint64(0x3000), uint8(i%4), false)
@@ -97,7 +115,22 @@ func FuzzEmulate(f *testing.F) {
 		if perm&32 != 0 {
 			c.sregs.CR0 &^= cr0WP
 		}
+		if rax>>63 != 0 {
+			c.sregs.CR0 |= cr0TS
+		}
+		if rax>>62&1 != 0 {
+			c.sregs.CR0 |= cr0EM
+		}
+		if rax>>61&1 != 0 {
+			c.sregs.CR4 &^= cr4OSFXSR
+		}
+		if rax>>60&1 != 0 {
+			c.sregs.CR4 &^= cr4OSXMMEXCP
+		}
+		c.xsave = fuzzFPU(rdx, rsi)
+		fpuBefore := *c.xsave
 		pageTables(mem, 0x4000, 0xa000, c)
+		ramBefore := append([]byte(nil), mem...)
 		c.regs = fakeRegs(rax, rdx, rsi)
 		c.regs.RIP = 0xfff0
 		if mode%4 == 2 {
@@ -122,14 +155,26 @@ func FuzzEmulate(f *testing.F) {
 		if c.setRegs != 0 || len(p.writes)+len(p.plain) != 0 {
 			t.Errorf("a fault changed registers (%d) or stored (%d)", c.setRegs, len(p.writes)+len(p.plain))
 		}
+		if !bytes.Equal(mem[:0x4000], ramBefore[:0x4000]) || !bytes.Equal(mem[0xe000:], ramBefore[0xe000:]) {
+			t.Errorf("a fault changed guest RAM")
+		}
 		if len(c.injected) != 1 {
 			t.Fatalf("fault with %d injections", len(c.injected))
 		}
 		in := c.injected[0]
+		// Only an unmasked SIMD exception writes the x87/SSE state
+		// (its MXCSR flags) before faulting.
+		after := c.xsave.Bytes()
+		flagsOnly := bytes.Equal(after[:24], fpuBefore.Bytes()[:24]) && bytes.Equal(after[28:512], fpuBefore.Bytes()[28:512]) &&
+			binary.LittleEndian.Uint32(after[24:])&^excAll == binary.LittleEndian.Uint32(fpuBefore.Bytes()[24:])&^excAll
+		simd := in.vector == vectorXM || in.vector == vectorUD && c.sregs.CR4&cr4OSXMMEXCP == 0
+		if c.setXSave != 0 && !(simd && flagsOnly && c.setXSave == 1) {
+			t.Errorf("%+v changed the x87/SSE state (%d KVM_SET_XSAVE)", in, c.setXSave)
+		}
 		switch in.vector {
-		case vectorUD:
+		case vectorUD, vectorNM, vectorMF, vectorXM:
 			if in.hasCode || c.setSregs != 0 {
-				t.Errorf("#UD %+v", in)
+				t.Errorf("vector %d %+v", in.vector, in)
 			}
 		case vectorGP, vectorSS:
 			if !in.hasCode || in.code != 0 || c.setSregs != 0 {
@@ -145,6 +190,33 @@ func FuzzEmulate(f *testing.F) {
 			t.Errorf("injected %+v", in)
 		}
 	})
+}
+
+// fuzzFPU makes an x87/SSE state from two fuzzed values: FCW, FSW (TOP,
+// flags, ES and B as FXRSTOR would derive them), tags, a valid MXCSR, and
+// registers.
+func fuzzFPU(a, b uint64) *kvm.XSave {
+	x := initXSave()
+	fx := x.Bytes()
+	le := binary.LittleEndian
+	fcw := uint16(a)&fcwValid | fcwReserved
+	fsw := uint16(a>>16) &^ (fswES | fswB)
+	if fsw&^fcw&excAll != 0 {
+		fsw |= fswES | fswB
+	}
+	le.PutUint16(fx[kvm.FXFCW:], fcw)
+	le.PutUint16(fx[kvm.FXFSW:], fsw)
+	fx[kvm.FXFTW] = byte(a >> 32)
+	le.PutUint32(fx[kvm.FXMXCSR:], uint32(b)&0x2ffff)
+	for i := range 8 {
+		le.PutUint64(fx[kvm.FXST0+16*i:], a*uint64(i+1)^b)
+		le.PutUint16(fx[kvm.FXST0+16*i+8:], uint16(b>>(8*i)))
+	}
+	for i := range 32 {
+		le.PutUint64(fx[kvm.FXXMM0+8*i:], a^b*uint64(i+7))
+	}
+	le.PutUint64(fx[kvm.XSaveBV:], 3)
+	return x
 }
 
 // fakeRegs spreads three fuzzed values over all general registers.

@@ -46,7 +46,8 @@ func (e *Emulator) execute(st *state) (Kind, error) {
 		return KindNone, st.unhandled("cannot decode the instruction", "")
 	}
 	st.length = inst.Len
-	emulated := inst.Op == x86asm.INT && inst.Opcode>>24 == 0xcc || inst.Op == x86asm.FWAIT || inst.Op == x86asm.POPCNT
+	emulated := inst.Op == x86asm.INT && inst.Opcode>>24 == 0xcc || inst.Op == x86asm.FWAIT || inst.Op == x86asm.POPCNT ||
+		x87Ops[inst.Op] || isSSE(inst.Op)
 	if emulated && hasLock(&inst) {
 		return KindNone, udFault("LOCK prefix on " + strings.ToLower(inst.Op.String()))
 	}
@@ -62,12 +63,41 @@ func (e *Emulator) execute(st *state) (Kind, error) {
 		}
 		return KindINT3, nil
 	case inst.Op == x86asm.FWAIT:
-		st.advance(inst.Len)
-		return KindFWAIT, st.commit()
+		return e.fwait(st, &inst)
 	case inst.Op == x86asm.POPCNT:
 		return e.popcnt(st, &inst)
+	case x87Ops[inst.Op]:
+		return e.x87(st, &inst)
+	case isSSE(inst.Op):
+		return e.sse(st, &inst)
 	}
 	return KindNone, st.unhandled("instruction not emulated", "")
+}
+
+// fwait is FWAIT: #NM with CR0.MP and CR0.TS set, #MF while an unmasked
+// x87 exception is pending (FSW.ES), else nothing.
+func (e *Emulator) fwait(st *state, inst *x86asm.Inst) (Kind, error) {
+	if st.sregs.CR0&(cr0MP|cr0TS) == cr0MP|cr0TS {
+		return KindNone, &guestFault{vector: vectorNM, why: "FWAIT with CR0.MP and CR0.TS set"}
+	}
+	f, err := st.fpu()
+	if err != nil {
+		return KindNone, err
+	}
+	if err := pendingMF(f); err != nil {
+		return KindNone, err
+	}
+	return e.finish(st, inst.Len, KindFWAIT)
+}
+
+// finish completes an instruction: RIP past it, the x87/SSE state if it
+// changed, then the registers.
+func (e *Emulator) finish(st *state, n int, k Kind) (Kind, error) {
+	st.advance(n)
+	if err := st.commitFPU(); err != nil {
+		return KindNone, err
+	}
+	return k, st.commit()
 }
 
 // hasLock reports a LOCK prefix, which makes every instruction the

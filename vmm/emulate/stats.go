@@ -22,11 +22,16 @@ const (
 	KindMOVDIR64B
 	KindENQCMD
 	KindENQCMDS
-	KindFault // a fault injected instead (e.g. #GP for a misaligned MOVDIR64B)
+	KindFault   // a fault injected instead (e.g. #GP for a misaligned MOVDIR64B)
+	KindLDMXCSR // LDMXCSR (kernel_fpu_begin())
+	KindSTMXCSR //
+	KindX87     // another x87 instruction (FNINIT, FLDCW, FNSTSW, FSTP, FXSAVE, ...)
+	KindSSE     // an SSE/SSE2 (or PSHUFB) register or memory operation
 	numKinds
 )
 
-var kindNames = [numKinds]string{"none", "int3", "clac", "stac", "fwait", "popcnt", "movdir64b", "enqcmd", "enqcmds", "fault"}
+var kindNames = [numKinds]string{"none", "int3", "clac", "stac", "fwait", "popcnt", "movdir64b", "enqcmd", "enqcmds", "fault",
+	"ldmxcsr", "stmxcsr", "x87", "sse"}
 
 func (k Kind) String() string {
 	if k >= 0 && k < numKinds {

@@ -71,7 +71,8 @@ const (
 	pteAddr = 0x000f_ffff_ffff_f000 // bits 51:12
 )
 
-var vectorNames = map[uint8]string{vectorBP: "#BP", vectorUD: "#UD", vectorSS: "#SS", vectorGP: "#GP", vectorPF: "#PF"}
+var vectorNames = map[uint8]string{vectorBP: "#BP", vectorUD: "#UD", vectorNM: "#NM", vectorSS: "#SS", vectorGP: "#GP",
+	vectorPF: "#PF", vectorMF: "#MF", vectorXM: "#XM"}
 
 // guestFault is an exception an instruction raises in the guest.
 type guestFault struct {
@@ -80,6 +81,9 @@ type guestFault struct {
 	code    uint32
 	addr    uint64 // #PF: the faulting linear address, loaded into CR2
 	why     string
+	// keepFPU: the x87/SSE state the instruction changed before the
+	// fault stands (MXCSR flags before #XM).
+	keepFPU bool
 }
 
 func (f *guestFault) Error() string {

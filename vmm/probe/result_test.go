@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -53,12 +54,12 @@ func TestGuestCmdline(t *testing.T) {
 		r    *Result
 		want []string
 	}{
-		{"kvm_pvm", pvmHost(), []string{"noxsave", "clearcpuid=smap,popcnt", "setcpuid=movdir64b"}},
+		{"kvm_pvm", pvmHost(), []string{"noxsave", "clearcpuid=smap,popcnt", "setcpuid=movdir64b", "cryptomgr.notests"}},
 		{"cx16 shown to the guest and failing", func() *Result {
 			r := pvmHost()
 			r.CPUID.Leaf1ECX = cpuid1ECXCX16
 			return r
-		}(), []string{"noxsave", "clearcpuid=smap,popcnt,cx16", "setcpuid=movdir64b"}},
+		}(), []string{"noxsave", "clearcpuid=smap,popcnt,cx16", "setcpuid=movdir64b", "cryptomgr.notests"}},
 		{"kvm_intel with MOVDIR64B", intelKVM(), nil},
 		{"kvm_amd", amdKVM(), nil},
 		{"empty result", &Result{}, nil},
@@ -75,8 +76,11 @@ func TestGuestCmdline(t *testing.T) {
 			Instructions: []InsnResult{{Name: MOVDIR64B, Outcome: Exception, Vector: 6}}}, nil},
 		{"xrstor exception is not a failure", &Result{
 			Instructions: []InsnResult{{Name: XRSTOR, Outcome: Exception, Vector: 6}}}, nil},
-		{"only int3 and fwait fail: emulated, nothing to clear", &Result{
-			Instructions: []InsnResult{{Name: INT3, Outcome: EmulationFailure}, {Name: FWAIT, Outcome: EmulationFailure}}}, nil},
+		{"only int3 and fwait fail: emulated, nothing to clear; ring 0 emulated", &Result{
+			Instructions: []InsnResult{{Name: INT3, Outcome: EmulationFailure}, {Name: FWAIT, Outcome: EmulationFailure}}},
+			[]string{"cryptomgr.notests"}},
+		{"only fwait fails: ring 0 not emulated", &Result{
+			Instructions: []InsnResult{{Name: FWAIT, Outcome: EmulationFailure}, {Name: INT3, Outcome: Exception, Vector: 3}}}, nil},
 	}
 	for _, c := range cases {
 		if got := c.r.GuestCmdline(); !reflect.DeepEqual(got, c.want) {
@@ -243,7 +247,7 @@ func TestGuestCmdlineSteering(t *testing.T) {
 		want []string
 	}{
 		{"kvm_pvm as measured", pvmHostMeasured(), []string{"noxsave",
-			"clearcpuid=smap,popcnt,cx16,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,adx,bmi1,bmi2,clwb", "setcpuid=movdir64b"}},
+			"clearcpuid=smap,popcnt,cx16,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,adx,bmi1,bmi2,clwb", "setcpuid=movdir64b", "cryptomgr.notests"}},
 		{"fails but the guest does not see it", &Result{Instructions: insns(PSHUFB, RDTSCP, CLWB),
 			CPUID: CPUIDResult{Leaf1ECX: 0, Leaf7EBX: 0}}, nil},
 		{"fails and the guest sees it", &Result{Instructions: insns(PSHUFB, RDTSCP, CLWB),
@@ -264,7 +268,8 @@ func TestGuestCmdlineSteering(t *testing.T) {
 			CPUID: CPUIDResult{Leaf1ECX: 1 << 28, Leaf7EBX: 1 << 5}}, []string{"clearcpuid=avx2"}},
 		{"noxsave clears the AVX family", &Result{Instructions: insns(XRSTOR, VPXOR, VPXORYMM, ANDN),
 			CPUID: CPUIDResult{Leaf1ECX: 1 << 28, Leaf7EBX: 1<<5 | 1<<3}}, []string{"noxsave", "clearcpuid=bmi1"}},
-		{"baseline failures add nothing", &Result{Instructions: insns(LDMXCSR, PXOR, FLDCW)}, nil},
+		{"baseline failures: ring 0 emulated", &Result{Instructions: insns(LDMXCSR, PXOR, FLDCW)}, []string{"cryptomgr.notests"}},
+		{"baseline failures without PXOR add nothing", &Result{Instructions: insns(LDMXCSR, FLDCW)}, nil},
 		{"everything fails and shows", all(), []string{
 			"clearcpuid=ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,adx,bmi1,bmi2,avx,rdtscp,rdpid,clwb,fsgsbase"}},
 	}
@@ -286,9 +291,35 @@ func TestGuestCmdlineSteering(t *testing.T) {
 }
 
 func TestMustEmulate(t *testing.T) {
+	// godvm emulates the whole baseline: nothing must be emulated any more.
+	for _, n := range Baseline {
+		if !slices.Contains(Emulated, n) {
+			t.Errorf("%s is in Baseline but not emulated", n)
+		}
+	}
+	if got := pvmHostMeasured().MustEmulate(); got != nil {
+		t.Errorf("kvm_pvm: %q", got)
+	}
+	ws := strings.Join(pvmHostMeasured().Warnings(), "\n")
+	if !strings.Contains(ws, "KVM cannot execute INT3, CLAC, STAC, FWAIT, POPCNT, MOVDIR64B, ENQCMDS, LDMXCSR, STMXCSR, FLDCW") ||
+		strings.Contains(ws, "no guest parameter switches off") || strings.Contains(ws, "PSHUFB") {
+		t.Errorf("warnings:\n%s", ws)
+	}
+	var text strings.Builder
+	pvmHostMeasured().WriteText(&text)
+	for _, want := range []string{"must be emulated and are not (x87/SSE baseline, no guest parameter avoids them): none (godvm emulates",
+		"guest kernel parameters godvm adds: noxsave clearcpuid=smap,popcnt,cx16,ssse3,"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, text.String())
+		}
+	}
+	// The mechanism, with the baseline's emulation taken away.
+	saved := Emulated
+	defer func() { Emulated = saved }()
+	Emulated = []string{INT3, CLAC, STAC, FWAIT, POPCNT, MOVDIR64B, ENQCMDS}
 	if got := pvmHostMeasured().MustEmulate(); !reflect.DeepEqual(got, []string{LDMXCSR, STMXCSR, FLDCW, FNSTSW, FNCLEX, FLD1FSTP, EMMS,
 		PXOR, XORPS, MOVDTOXMM, MOVQFROMXMM, PCMPEQB, PMOVMSKB, MOVSD, CVTSI2SD, SQRTSD}) {
-		t.Errorf("kvm_pvm: %q", got)
+		t.Errorf("kvm_pvm without the x87/SSE emulation: %q", got)
 	}
 	// Optional extensions, godvm's emulated instructions and exceptions
 	// are not in it.
@@ -299,14 +330,14 @@ func TestMustEmulate(t *testing.T) {
 	if got := intelKVM().MustEmulate(); got != nil {
 		t.Errorf("kvm_intel: %q", got)
 	}
-	ws := strings.Join(pvmHostMeasured().Warnings(), "\n")
+	ws = strings.Join(pvmHostMeasured().Warnings(), "\n")
 	if !strings.Contains(ws, "KVM cannot execute LDMXCSR, STMXCSR, FLDCW") || !strings.Contains(ws, "no guest parameter switches off") ||
 		strings.Contains(ws, "PSHUFB") || strings.Contains(ws, "godvm does not emulate it") {
 		t.Errorf("warnings:\n%s", ws)
 	}
 	var b strings.Builder
 	pvmHostMeasured().WriteText(&b)
-	for _, want := range []string{"must be emulated (x87/SSE baseline, no guest parameter avoids them; godvm does not yet): LDMXCSR, STMXCSR,",
+	for _, want := range []string{"must be emulated and are not (x87/SSE baseline, no guest parameter avoids them): LDMXCSR, STMXCSR,",
 		"guest CPUID: leaf 1 ECX 0x12182202, leaf 7 EBX 0x21090129",
 		"guest kernel parameters godvm adds: noxsave clearcpuid=smap,popcnt,cx16,ssse3,"} {
 		if !strings.Contains(b.String(), want) {
@@ -318,7 +349,7 @@ func TestMustEmulate(t *testing.T) {
 func TestRole(t *testing.T) {
 	r := pvmHostMeasured()
 	want := map[string]string{
-		INT3: "emulated", XRSTOR: "noxsave", LDMXCSR: "must be emulated", FXSAVE: "", PSHUFB: "clearcpuid=ssse3",
+		INT3: "emulated", XRSTOR: "noxsave", LDMXCSR: "emulated", FXSAVE: "", PSHUFB: "clearcpuid=ssse3",
 		SHLX: "clearcpuid=bmi2", VPXOR: "noxsave clears it", VPXORD: "noxsave clears it", RDTSCP: "not in guest CPUID",
 		RDPID: "not in guest CPUID", RDFSBASE: "", CMPXCHG16B: "clearcpuid=cx16", RDRAND: "", MOVDIR64BRAM: "DSA path choice",
 	}

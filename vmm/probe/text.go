@@ -28,11 +28,11 @@ func (r *Result) WriteText(w io.Writer) error {
 	for _, i := range r.Instructions {
 		fmt.Fprintf(&b, "  %-13s %-12s %-18s %-19s %s\n", i.Name, i.Bytes, i.Outcome, r.role(i), i.Detail)
 	}
-	if m := r.MustEmulate(); len(m) > 0 {
-		fmt.Fprintf(&b, "must be emulated (x87/SSE baseline, no guest parameter avoids them; godvm does not yet): %s\n", strings.Join(m, ", "))
-	} else {
-		b.WriteString("must be emulated (x87/SSE baseline, no guest parameter avoids them; godvm does not yet): none\n")
+	m := "none (godvm emulates the x87/SSE baseline)"
+	if mm := r.MustEmulate(); len(mm) > 0 {
+		m = strings.Join(mm, ", ")
 	}
+	fmt.Fprintf(&b, "must be emulated and are not (x87/SSE baseline, no guest parameter avoids them): %s\n", m)
 	c := r.CPUID
 	if c.Error != "" {
 		fmt.Fprintf(&b, "KVM_SET_CPUID2: test failed: %s\n", c.Error)

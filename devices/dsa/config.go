@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Config is the shape of a software DSA. The capability registers are derived
@@ -22,7 +23,27 @@ type Config struct {
 	// 13/14). The driver then asks for a handle per WQ vector; the model hands
 	// out the MSI-X index itself.
 	IntHandles bool
+	// Spin is how long an idle engine (and, behind dsa-server, the mapped
+	// portal poller) keeps polling for work before it parks: a descriptor
+	// that arrives within it starts in well under a microsecond, one that
+	// arrives later pays an OS thread wake-up. 0 means DefaultSpin; a
+	// negative value parks at once. Not a register: the guest cannot see it.
+	Spin time.Duration
 }
+
+// spin is the engines' spin window.
+func (c Config) spin() time.Duration {
+	switch {
+	case c.Spin == 0:
+		return DefaultSpin
+	case c.Spin < 0:
+		return 0
+	}
+	return c.Spin
+}
+
+// SpinWindow is the spin window in effect (Spin, with its default applied).
+func (c Config) SpinWindow() time.Duration { return c.spin() }
 
 // DefaultConfig is a Sapphire-Rapids-like DSA 1.0: 8 WQs sharing 128 entries,
 // 4 groups, 4 engines.
@@ -36,6 +57,8 @@ const (
 	MaxWQSize  = 1024
 	MaxGroups  = 8
 	MaxEngines = 16
+	// MaxSpin bounds Config.Spin: an idle engine must park eventually.
+	MaxSpin = 100 * time.Millisecond
 )
 
 // Validate reports the first problem with c as a one-line error.
@@ -51,6 +74,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("dsa: engines=%d out of range 1..%d", c.Engines, MaxEngines)
 	case c.Version != 0x100 && c.Version != 0x200:
 		return fmt.Errorf("dsa: version=%x.%x unsupported (1.0 or 2.0)", c.Version>>8, c.Version&0xff)
+	case c.Spin > MaxSpin:
+		return fmt.Errorf("dsa: spin=%v too long (at most %v)", c.Spin, MaxSpin)
 	}
 	return nil
 }
@@ -71,12 +96,19 @@ func (c Config) String() string {
 	if c.IntHandles {
 		s += ",int-handles=on"
 	}
+	switch {
+	case c.Spin < 0:
+		s += ",spin=off"
+	case c.Spin > 0:
+		s += ",spin=" + c.Spin.String()
+	}
 	return s
 }
 
 // ParseConfig parses the value of --dsa: a comma-separated list of key=value
 // pairs over DefaultConfig, e.g. "wqs=8,wq-size=128,groups=4,engines=4,version=1.0".
-// Keys: wqs, wq-size, groups, engines, version (1.0|2.0), int-handles (on|off).
+// Keys: wqs, wq-size, groups, engines, version (1.0|2.0), int-handles (on|off),
+// spin (a duration such as 20us; off or 0: park at once).
 // An empty string (or "on") gives the default device.
 func ParseConfig(s string) (Config, error) {
 	c := DefaultConfig()
@@ -87,7 +119,7 @@ func ParseConfig(s string) (Config, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
 		if !ok {
-			return c, fmt.Errorf("dsa: %q is not key=value (keys: wqs, wq-size, groups, engines, version, int-handles)", kv)
+			return c, fmt.Errorf("dsa: %q is not key=value (keys: wqs, wq-size, groups, engines, version, int-handles, spin)", kv)
 		}
 		num := func() (int, error) {
 			n, err := strconv.Atoi(v)
@@ -124,8 +156,23 @@ func ParseConfig(s string) (Config, error) {
 			default:
 				err = fmt.Errorf("dsa: int-handles=%q must be on or off", v)
 			}
+		case "spin":
+			switch v {
+			case "off", "0":
+				c.Spin = -1
+			default:
+				d, perr := time.ParseDuration(v)
+				switch {
+				case perr != nil || d < 0:
+					err = fmt.Errorf("dsa: spin=%q is not a duration (e.g. 50us, or off)", v)
+				case d == 0:
+					c.Spin = -1
+				default:
+					c.Spin = d
+				}
+			}
 		default:
-			err = fmt.Errorf("dsa: unknown key %q (keys: wqs, wq-size, groups, engines, version, int-handles)", k)
+			err = fmt.Errorf("dsa: unknown key %q (keys: wqs, wq-size, groups, engines, version, int-handles, spin)", k)
 		}
 		if err != nil {
 			return c, err

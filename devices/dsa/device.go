@@ -43,6 +43,7 @@ type Device struct {
 	msixTable, msixPBA bus.Device
 	closers            []func()
 	exec               executor
+	idlePoll           atomic.Pointer[func() int] // SetIdlePoll
 }
 
 type grpCfg struct {
@@ -566,7 +567,7 @@ func (d *Device) enableDevice() uint32 {
 				capacity += int(w.size())
 			}
 		}
-		grp := startGroup(gi, bits.OnesCount64(g.engines), capacity, d.runWork)
+		grp := startGroup(gi, bits.OnesCount64(g.engines), capacity, d.cfg.spin(), &d.idlePoll, d.runWork)
 		d.groups = append(d.groups, grp)
 		for i, w := range d.wqs {
 			if g.wqs[i/64]>>(i%64)&1 != 0 {
@@ -593,7 +594,7 @@ func (d *Device) stopAllLocked(abort bool) {
 		w.mu.Unlock()
 	}
 	for _, g := range d.groups {
-		g.stop()
+		g.shutdown()
 	}
 	d.groups = nil
 }

@@ -10,11 +10,12 @@
 //	regs.go    the BAR0 register map, command/status/opcode/flag numbers
 //	device.go  Device: BAR0 registers, the command state machine, SWERROR, INTCAUSE
 //	portal.go  BAR2 work-submission portals (bus.Device + bus.Wide64)
-//	engine.go  work queues, groups, engines (goroutines on bounded queues)
+//	engine.go  work queues, groups, engines (goroutines on lock-free rings; spin, park)
 //	exec.go    descriptor validation, operations, completion records, interrupts
 //	crc.go, dif.go  CRC-32C and T10 DIF
 //	pci.go     Function/NewFunction/AddPCI: config space, PCIe and MSI-X capabilities
 //	runner.go  Runner/RunDescriptors/Execute: the engines without a guest (benchmarks)
+//	mem.go     guest-memory access for the engines (one bounds check per operand)
 //	desc.go    Descriptor/CompletionRecord encoders
 //
 // # Integration
@@ -68,7 +69,32 @@
 //     DMA_COMPLETION_NO_ORDER. Drain WQ/All/PASID wait for completion; Abort
 //     discards queued descriptors without completion records. A Drain
 //     descriptor waits for the descriptors taken before it. Batch members
-//     run in order on the batch's engine (which satisfies any fence).
+//     run in order on the batch's engine (which satisfies any fence), with
+//     no queue, lock or wake-up per member. Groups share nothing, so the
+//     engines of independent WQs in different groups scale across cores.
+//   - Occupancy counts descriptors accepted and not yet completed (it drops
+//     after the completion record is written).
+//
+// # The hot path (see engine.go for the details)
+//
+// A submission (the portal write, under the WQ's mutex) copies the 64 bytes
+// once, into a slot of the group's ring, and does two atomic operations
+// (claim the slot, publish it) plus one add on a counter only submitters
+// write. An engine takes the slot with one load (a single-engine group runs
+// the descriptor in place) or one CAS and a 128-byte copy (several engines),
+// checks each operand's range once against the guest-memory regions, moves
+// the data with one copy() straight between the guest-memory slices, stores
+// bytes 4-31 of the completion record and then its first word (status
+// included) with one atomic store, and adds one to a counter only engines
+// write. No lock, no allocation, no channel, no wake-up of anybody unless
+// someone waits (a command, the Runner) or an engine is parked.
+//
+// Idle: an engine that has just worked spins for Config.Spin (default 50
+// µs; --dsa spin=...), yielding its P, then parks in the futex system call;
+// a submitter wakes it only if it parked. The window adapts: a spin that
+// runs out halves it (to none), a burst of quick wake-ups restores a short
+// one; an engine that polls a vfio-user mapped portal while it spins
+// (SetIdlePoll) keeps it whole. A parked device costs no CPU.
 //   - Completion records: written when RCR is set or the status is not
 //     success, bytes 1-31 first and the status byte last with release
 //     ordering; then the interrupt named by the completion interrupt handle

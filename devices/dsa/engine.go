@@ -1,16 +1,34 @@
 package dsa
 
 import (
+	"math"
+	"runtime"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
 
 	"godvm/devices/bus"
 )
 
 // Work queues and engines. A WQ accepts descriptors from its portals into its
-// group's queue (a bounded channel sized to the group's WQ sizes, so a
+// group's queue (a bounded lock-free ring sized to the group's WQ sizes, so a
 // submission never blocks the vCPU); the group's engines are goroutines that
-// take descriptors from that queue in FIFO order and run them in parallel.
+// take descriptors from that ring in FIFO order and run them in parallel.
 // Occupancy counts descriptors accepted and not yet completed.
+//
+// Synchronisation per descriptor (the hot path): the submitter holds the
+// WQ's mutex (vCPUs of one WQ are serialised, as at the hardware portal) and
+// does one CAS on the ring's tail and one atomic add on the WQ's occupancy;
+// the engine does one CAS on the ring's head, two adds on its own activity
+// counters and one add on the occupancy. Engines take no lock and wake nobody
+// unless a command or the Runner waits (w.waiters), and a submitter wakes an
+// engine only when one is parked (g.sleepers). An idle engine spins for
+// Config.Spin (yielding its P) before it parks, so a descriptor that follows
+// within that window is taken in well under a microsecond instead of paying
+// an OS thread wake-up.
 
 type workQueue struct {
 	id   int
@@ -18,29 +36,83 @@ type workQueue struct {
 	cond *sync.Cond
 	cfg  [16]uint32 // WQCFG dwords; dword 6 is computed
 
-	enabled      bool
-	params       *wqParams
-	group        *group
-	occupancy    int
-	active       int // taken by an engine, not yet complete
-	activeDrains int
-	gen          uint64 // bumped by Abort WQ: older descriptors are discarded
-	seq          uint64
-	pasidAbort   map[uint32]uint64 // PASID -> seq below which descriptors are discarded
+	// w.mu
+	enabled    bool
+	params     *wqParams
+	group      *group
+	seq        uint64
+	roomWait   int               // room waiters (waitRoomLocked)
+	pasidAbort map[uint32]uint64 // PASID -> seq below which descriptors are discarded
 	// Drain/Abort wait only for the descriptors accepted before the
-	// command: each is counted in the epoch it was accepted in.
-	epoch       uint64
-	outstanding map[uint64]int
-	occIntGen   bool
+	// command. Descriptors are counted in the slot (epoch&1) of the epoch
+	// they were accepted in; a drain waits for the older slot to empty,
+	// starts a new epoch, and waits for the slot that was current.
+	epoch     uint64
+	occIntGen bool
+
+	// Occupancy: descriptors accepted minus descriptors retired, counted
+	// per epoch slot; each counter has one writer side, on its own cache
+	// line, so a descriptor moves no counter line between the submitter's
+	// core and the engine's. The submitter checks room against a snapshot
+	// of retired (retiredSnap, w.mu), which can only overstate the
+	// occupancy, and reads the engines' counters only when the snapshot
+	// says full.
+	retiredSnap int64
+
+	// Read by engines per descriptor, written by commands and waiters.
+	_            [64]byte
+	gen          atomic.Uint64 // bumped by Abort WQ: older descriptors are discarded
+	pasidAborted atomic.Bool   // pasidAbort is not empty
+	waiters      atomic.Int32  // goroutines waiting on w.cond for a retire
+	slotWaiters  atomic.Int32  // of which wait for an epoch slot to empty
+	roomAt       atomic.Int64  // room waiters: wake when retired (both slots) >= roomAt
+	drains       atomic.Int32  // Drain descriptors waiting (drainBefore)
+
+	// Written by submitters (w.mu) only.
+	_        [64]byte
+	accepted [2]atomic.Int64
+
+	// Written by engines only.
+	_            [64]byte
+	retired      [2]atomic.Int64
+	active       atomic.Int32 // taken by an engine, not yet complete
+	activeDrains atomic.Int32
+	_            [64]byte
 }
 
 func newWorkQueue(id int) *workQueue {
 	w := &workQueue{id: id}
 	w.cond = sync.NewCond(&w.mu)
+	w.roomAt.Store(math.MaxInt64)
 	return w
 }
 
 func (w *workQueue) size() uint32 { return w.cfg[0] & 0xffff }
+
+// occupancy is the number of descriptors accepted and not yet completed.
+func (w *workQueue) occupancy() int {
+	r := w.retired[0].Load() + w.retired[1].Load()
+	return int(w.accepted[0].Load() + w.accepted[1].Load() - r)
+}
+
+// outstanding is the number of descriptors of epoch slot s not yet retired.
+func (w *workQueue) outstanding(s uint64) int64 {
+	r := w.retired[s].Load()
+	return w.accepted[s].Load() - r
+}
+
+// roomFor reports whether the WQ holds fewer than limit descriptors (w.mu
+// held). It trusts the snapshot of the engines' retired counters while that
+// already shows room (the true occupancy can only be lower), and re-reads
+// them only when it does not.
+func (w *workQueue) roomFor(limit int) bool {
+	acc := w.accepted[0].Load() + w.accepted[1].Load()
+	if acc-w.retiredSnap < int64(limit) {
+		return true
+	}
+	w.retiredSnap = w.retired[0].Load() + w.retired[1].Load()
+	return acc-w.retiredSnap < int64(limit)
+}
 
 // resetCfg restores the initial WQCFG (SPEC Table 9-3): all zero except
 // OPCFG = OPCAP. The WQ size is a device-level partition that is locked while
@@ -63,7 +135,7 @@ func (w *workQueue) readDword(i int) uint32 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if i == 6 {
-		v := uint32(min(w.occupancy, 0xffff))
+		v := uint32(min(max(w.occupancy(), 0), 0xffff))
 		if w.occIntGen {
 			v |= 1 << 16
 		}
@@ -130,28 +202,56 @@ func (d *Device) submit(wqi, page int, data *[64]byte, kind bus.WideKind) bool {
 	w := d.wqs[wqi]
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return d.submitLocked(w, page, data, kind, true) == submitted
+}
+
+// Outcomes of submitLocked.
+const (
+	submitted = iota
+	refused   // disabled WQ, wrong kind of write, Retry
+	wqFull
+)
+
+// submitLocked is submit with w.mu held; a posted write to a full WQ is
+// reported (SWERROR 0x53) only with reportFull.
+func (d *Device) submitLocked(w *workQueue, page int, data *[64]byte, kind bus.WideKind, reportFull bool) int {
 	posted := kind == bus.MOVDIR64B
 	if !w.enabled || w.group == nil {
-		return false // posted writes ignored, DMWr answered Retry
+		return refused // posted writes ignored, DMWr answered Retry
 	}
 	p := w.params
 	if p.dedicated != posted {
 		// A DWQ answers Retry to DMWr; an SWQ ignores posted writes.
-		return false
+		return refused
 	}
 	limited := page == PortalLimitedMSIX || page == PortalLimitedIMS
 	limit := int(w.size())
 	if !p.dedicated && limited {
 		limit = min(limit, int(w.cfg[1]&0xffff))
 	}
-	if w.occupancy >= limit {
-		if posted {
+	if !w.roomFor(limit) {
+		if posted && reportFull {
 			// Descriptor to a full DWQ: dropped and reported (SWERROR 0x53).
-			d.reportSWErr(SWError{Code: swerrWQFull, WQ: wqi, Desc: true, Opcode: data[7]})
+			d.reportSWErr(SWError{Code: swerrWQFull, WQ: w.id, Desc: true, Opcode: data[7]})
 		}
-		return false
+		return wqFull
 	}
-	it := work{desc: *data, p: p, ims: page >= PortalUnlimitedIMS, gen: w.gen, seq: w.seq, epoch: w.epoch}
+	g := w.group
+	s, pos := g.q.reserve()
+	slot := uint8(w.epoch & 1)
+	// Counted before it is published: an engine may retire it at once.
+	w.accepted[slot].Add(1)
+	it := &s.w
+	it.desc = *data
+	it.p = p
+	it.ims = page >= PortalUnlimitedIMS
+	it.gen = w.gen.Load()
+	it.seq = w.seq
+	it.slot = slot
+	// Run by an engine goroutine (faults panic there) in a group of
+	// g.engines. Set here, not by the engine: a single engine runs the
+	// descriptor in its slot and writes nothing to it.
+	it.guarded, it.shared = true, g.engines > 1
 	w.seq++
 	if p.dedicated {
 		it.pasid, it.priv = p.pasid, p.priv
@@ -162,90 +262,132 @@ func (d *Device) submit(wqi, page int, data *[64]byte, kind bus.WideKind) bool {
 		it.priv = data[3]&0x80 != 0 && kind == bus.ENQCMDS
 	}
 	it.isDrn = data[7] == OpDrain
-	select {
-	case w.group.ch <- it:
-		w.occupancy++
-		if w.outstanding == nil {
-			w.outstanding = map[uint64]int{}
-		}
-		w.outstanding[w.epoch]++
-		return true
-	default:
-		// Cannot happen (the channel holds the group's total WQ size), but
-		// never block a vCPU.
-		return false
-	}
+	g.q.publish(s, pos)
+	g.kick()
+	return submitted
 }
 
 // runWork is an engine's handling of one descriptor.
 func (d *Device) runWork(it *work, buf *[]byte) {
 	w := d.wqs[it.p.id]
-	w.mu.Lock()
-	if it.gen != w.gen || (w.pasidAbort != nil && it.seq < w.pasidAbort[it.pasid]) {
+	if it.gen != w.gen.Load() || (w.pasidAborted.Load() && w.pasidDiscarded(it)) {
 		w.retire(it)
-		w.mu.Unlock()
 		return // aborted: no completion record, no interrupt
 	}
-	w.active++
-	if it.isDrn {
-		w.activeDrains++
+	if !it.shared {
+		// The group's only engine: everything taken before this
+		// descriptor has completed, which is all a Drain descriptor
+		// waits for, so no activity count is kept.
+		d.exec.run(it, &it.desc, -1, buf)
+		w.retire(it)
+		return
 	}
-	w.mu.Unlock()
+	w.active.Add(1)
+	if it.isDrn {
+		w.activeDrains.Add(1)
+	}
 
 	d.exec.run(it, &it.desc, -1, buf)
 
-	w.mu.Lock()
-	w.active--
 	if it.isDrn {
-		w.activeDrains--
+		w.activeDrains.Add(-1)
 	}
+	w.active.Add(-1)
 	w.retire(it)
-	w.mu.Unlock()
 }
 
-// retire accounts for a descriptor that left the WQ (w.mu held).
+func (w *workQueue) pasidDiscarded(it *work) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pasidAbort != nil && it.seq < w.pasidAbort[it.pasid]
+}
+
+// retire accounts for a descriptor that left the WQ and wakes the waiters
+// whose condition it may have made true.
 func (w *workQueue) retire(it *work) {
-	w.occupancy--
-	if n := w.outstanding[it.epoch] - 1; n > 0 {
-		w.outstanding[it.epoch] = n
-	} else {
-		delete(w.outstanding, it.epoch)
+	n := w.retired[it.slot].Add(1)
+	if w.waiters.Load() == 0 {
+		return
 	}
-	w.cond.Broadcast()
+	if w.drains.Load() != 0 ||
+		w.retired[0].Load()+w.retired[1].Load() >= w.roomAt.Load() ||
+		w.slotWaiters.Load() != 0 && n == w.accepted[it.slot].Load() {
+		w.mu.Lock()
+		w.cond.Broadcast()
+		w.mu.Unlock()
+		// The woken goroutine is queued on this engine's P: let it run
+		// now rather than after this engine's next descriptors.
+		runtime.Gosched()
+	}
+}
+
+// waitLocked waits on w.cond until done() holds (w.mu held; released while
+// waiting). Engines broadcast after a retire while a Drain descriptor
+// waits, after one that empties an epoch slot while slotWaiters, and after
+// one that brings the retired count to roomAt: done must follow from one of
+// those.
+func (w *workQueue) waitLocked(done func() bool) {
+	w.waiters.Add(1)
+	for !done() {
+		w.cond.Wait()
+	}
+	w.waiters.Add(-1)
+}
+
+// waitSlotLocked waits until epoch slot s has no outstanding descriptor.
+func (w *workQueue) waitSlotLocked(s uint64) {
+	w.slotWaiters.Add(1)
+	w.waitLocked(func() bool { return w.outstanding(s) <= 0 })
+	w.slotWaiters.Add(-1)
+}
+
+// waitRoomLocked waits until the occupancy is at most n or the WQ is
+// disabled (w.mu held). The engines compare only their own counters with
+// the target, so a waiting submitter costs them nothing per descriptor.
+func (w *workQueue) waitRoomLocked(n int) {
+	w.roomWait++
+	for w.enabled && w.occupancy() > n {
+		// occupancy <= n once retired >= accepted - n; a later submission
+		// (another submitter) only makes that wake-up early, and the
+		// loop then sets a new target.
+		target := w.accepted[0].Load() + w.accepted[1].Load() - int64(n)
+		if target < w.roomAt.Load() {
+			w.roomAt.Store(target)
+		}
+		w.waitLocked(func() bool {
+			return !w.enabled || w.occupancy() <= n || w.retired[0].Load()+w.retired[1].Load() >= target
+		})
+	}
+	if w.roomWait--; w.roomWait == 0 {
+		w.roomAt.Store(math.MaxInt64)
+	}
 }
 
 // waitEarlierLocked starts a new epoch and waits until every descriptor
 // accepted before it has left the WQ (w.mu held; released while waiting).
 func (w *workQueue) waitEarlierLocked() {
+	cur := w.epoch & 1
+	// The other slot holds what an earlier, concurrent drain is waiting
+	// for; it must be empty before it can take the new epoch's
+	// descriptors (and was accepted before this drain too).
+	w.waitSlotLocked(cur ^ 1)
 	w.epoch++
-	for {
-		busy := false
-		for e := range w.outstanding {
-			if e < w.epoch {
-				busy = true
-				break
-			}
-		}
-		if !busy {
-			return
-		}
-		w.cond.Wait()
-	}
+	w.waitSlotLocked(cur)
 }
 
 // drainBefore is the Drain descriptor: it completes after the descriptors
 // taken by engines before it. Queues are FIFO, so everything submitted
 // earlier has been taken already; wait until only Drain descriptors remain
 // active.
-func (d *Device) drainBefore(it *work) {
-	if it.p == nil || it.p.id >= len(d.wqs) {
+func (d *Device) drainBefore(wq int) {
+	if wq < 0 || wq >= len(d.wqs) {
 		return
 	}
-	w := d.wqs[it.p.id]
+	w := d.wqs[wq]
 	w.mu.Lock()
-	for w.active > w.activeDrains {
-		w.cond.Wait()
-	}
+	w.drains.Add(1)
+	w.waitLocked(func() bool { return w.active.Load() <= w.activeDrains.Load() })
+	w.drains.Add(-1)
 	w.mu.Unlock()
 }
 
@@ -261,7 +403,7 @@ func (w *workQueue) drain() {
 // waits for those in progress.
 func (w *workQueue) abort() {
 	w.mu.Lock()
-	w.gen++
+	w.gen.Add(1)
 	w.waitEarlierLocked()
 	w.mu.Unlock()
 }
@@ -285,6 +427,7 @@ func (w *workQueue) abortPASID(pasid uint32) {
 		w.pasidAbort = map[uint32]uint64{}
 	}
 	w.pasidAbort[pasid] = w.seq
+	w.pasidAborted.Store(true)
 	w.mu.Unlock()
 	w.drain()
 }
@@ -293,40 +436,364 @@ func (w *workQueue) abortPASID(pasid uint32) {
 func (w *workQueue) disable() {
 	w.mu.Lock()
 	w.enabled = false
-	for w.occupancy > 0 {
-		w.cond.Wait()
-	}
+	w.cond.Broadcast() // room waiters give up
+	w.waitSlotLocked(0)
+	w.waitSlotLocked(1)
 	w.params = nil
 	w.pasidAbort = nil
+	w.pasidAborted.Store(false)
 	w.mu.Unlock()
 }
 
+// DefaultSpin is how long an idle engine (or the vfio-user portal poller)
+// keeps looking for work before it parks, unless Config.Spin says otherwise.
+const DefaultSpin = 50 * time.Microsecond
+
 // group is a running group: its queue and its engines.
 type group struct {
-	id int
-	ch chan work
-	wg sync.WaitGroup
+	id       int
+	q        ring
+	spin     time.Duration
+	engines  int
+	idlePoll *atomic.Pointer[func() int] // Device.SetIdlePoll
+
+	_        [64]byte
+	sleepers atomic.Int32  // engines parked (or about to)
+	futex    atomic.Uint32 // event count the parked engines sleep on
+	stopping atomic.Bool
+	kicked   atomic.Int64  // clock() of the last wake-up sent
+	parks    atomic.Uint64 // times an engine parked (statistics)
+	wg       sync.WaitGroup
 }
 
-func startGroup(id, engines, capacity int, run func(*work, *[]byte)) *group {
-	g := &group{id: id, ch: make(chan work, max(capacity, 1))}
-	for e := range engines {
+func startGroup(id, engines, capacity int, spin time.Duration, idlePoll *atomic.Pointer[func() int], run func(*work, *[]byte)) *group {
+	g := &group{id: id, spin: spin}
+	g.q.init(max(capacity, 1), engines == 1)
+	g.engines = engines
+	g.idlePoll = idlePoll
+	for range engines {
 		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			var buf []byte
-			it := new(work) // reused: no allocation per descriptor
-			for v := range g.ch {
-				*it = v
-				it.engine = e
-				run(it, &buf)
-			}
-		}()
+		go g.engine(run)
 	}
 	return g
 }
 
-func (g *group) stop() {
-	close(g.ch)
+// engine is one engine's goroutine.
+func (g *group) engine(run func(*work, *[]byte)) {
+	defer g.wg.Done()
+	// Guest memory may vanish under the engine (see exec.go): on this
+	// goroutine a fault is a panic that the descriptor recovers from. The
+	// flag is per goroutine, so it is set once here, not per descriptor.
+	debug.SetPanicOnFault(true)
+	var buf []byte
+	local := new(work) // reused: no allocation per descriptor
+	st := spinState{cur: g.spin}
+	for {
+		if it := g.q.pop(local); it != nil {
+			run(it, &buf)
+			continue
+		}
+		if g.idle(&st) {
+			return
+		}
+	}
+}
+
+// Spinning: the ring is polled spinCheck times between yields of the P
+// (runtime.Gosched: other goroutines of this process, such as a submitter
+// or a poller, run).
+const (
+	spinCheck = 256
+	// minSpin: an adaptive spin window shorter than this is no spin.
+	minSpin = time.Microsecond
+	// probeAfter: parks without spinning, each woken soon after, before the
+	// engine tries spinning again, with the whole window: a shorter probe
+	// loses to a submitter that is itself slowed by waking the engine (a
+	// futex wake-up costs it microseconds), and the engine never
+	// recovers.
+	probeAfter = 8
+)
+
+// clock is a monotonic time in nanoseconds (since the package started).
+var clockBase = time.Now()
+
+func clock() int64 { return int64(time.Since(clockBase)) }
+
+// spinState is an engine's adaptive spin window.
+type spinState struct {
+	cur    time.Duration // current window (0: park at once)
+	shorts int           // parks without spinning that were soon woken
+}
+
+// idle waits for work: it spins for up to st.cur, then parks until a
+// submitter wakes it. It returns true when the group is stopping and
+// nothing is left.
+//
+// The window adapts per engine: a spin that catches a descriptor keeps it
+// (and doubles it, up to Config.Spin); a spin that runs out halves it, down
+// to none, so an engine fed every few hundred microseconds (a trapped
+// portal, a guest's occasional copy) or one whose spinning keeps the
+// submitter off the CPU stops paying a core for nothing. Without a spin,
+// probeAfter wake-ups in a row that came within the window make it try a
+// short spin again. An engine that polls a mapped portal while it spins
+// (SetIdlePoll) keeps the whole window.
+func (g *group) idle(st *spinState) bool {
+	if g.stopping.Load() {
+		return !g.q.ready()
+	}
+	start := clock()
+	spun := st.cur > 0
+	if spun {
+		for i := 1; ; i++ {
+			if g.q.ready() {
+				st.cur = min(2*st.cur, g.spin)
+				return false
+			}
+			if i%spinCheck == 0 {
+				if g.pollIdle() {
+					continue // took descriptors: the ring has them
+				}
+				runtime.Gosched()
+				if clock()-start >= int64(st.cur) || g.stopping.Load() {
+					break
+				}
+			}
+		}
+	}
+	if !g.park() {
+		// Work arrived as the spin ended: not a spin that failed.
+		if spun {
+			st.cur = min(2*st.cur, g.spin)
+		}
+		return false
+	}
+	switch gap := g.kicked.Load() - start; {
+	case g.idlePoll.Load() != nil:
+		// Spinning is how this device sees its descriptors (the engine
+		// polls the mapped portal): no adapting it away, or a slow
+		// spell would leave every descriptor to the sleeping poller.
+		st.cur = g.spin
+	case spun:
+		if st.cur /= 2; st.cur < minSpin {
+			st.cur = 0
+		}
+	case g.spin > 0 && gap >= 0 && gap <= int64(g.spin)/2:
+		if st.shorts++; st.shorts >= probeAfter {
+			st.cur, st.shorts = g.spin, 0
+		}
+	default:
+		st.shorts = 0
+	}
+	return false
+}
+
+// pollIdle runs the device's idle poller, if any; true if it took work.
+func (g *group) pollIdle() bool {
+	if p := g.idlePoll.Load(); p != nil && !g.stopping.Load() {
+		return (*p)() > 0
+	}
+	return false
+}
+
+// Parking. An engine sleeps in the futex system call on g.futex, its own
+// thread blocked in the kernel, and a submitter wakes it with FUTEX_WAKE.
+// Not a channel: a goroutine readied by a channel send is queued on the
+// sender's P, where it waits until that P schedules or another thread
+// steals it, and the sender is a vCPU about to re-enter KVM_RUN or a
+// poller that keeps running (milliseconds, measured, on a busy 2-core
+// host). The woken thread instead takes any idle P when it returns from the
+// system call.
+//
+// The protocol is an event count: a parking engine announces itself in
+// sleepers, reads g.futex, looks at the ring once more and sleeps only if
+// g.futex still holds what it read; a submitter publishes, then reads
+// sleepers and, if an engine sleeps or is about to, bumps g.futex and wakes
+// one. Either the engine sees the descriptor or the submitter sees the
+// engine (sequentially consistent atomics).
+//
+// park reports whether the engine slept.
+func (g *group) park() (slept bool) {
+	g.sleepers.Add(1)
+	for {
+		seq := g.futex.Load()
+		if g.q.ready() || g.stopping.Load() {
+			break
+		}
+		if !slept {
+			g.parks.Add(1)
+			slept = true
+		}
+		futexWait(&g.futex, seq)
+	}
+	g.sleepers.Add(-1)
+	return slept
+}
+
+// SetIdlePoll gives the engines a function to call while they spin for
+// work (nil: none): a poller of memory that descriptors are written to
+// without an exit (the mapped portal of a vfio-user server). It returns how
+// many descriptors it took and submitted. It runs on the engine's
+// goroutine, so it must not block: an engine that waits for a lock that a
+// thread stopping the device holds never exits.
+func (d *Device) SetIdlePoll(poll func() int) {
+	if poll == nil {
+		d.idlePoll.Store(nil)
+		return
+	}
+	d.idlePoll.Store(&poll)
+}
+
+// Parks is how many times the engines of the running groups have parked
+// (slept after their spin window); for benchmarks and diagnostics.
+func (d *Device) Parks() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var n uint64
+	for _, g := range d.groups {
+		n += g.parks.Load()
+	}
+	return n
+}
+
+// kick wakes a parked engine after a descriptor was published.
+func (g *group) kick() {
+	if g.sleepers.Load() != 0 {
+		g.kicked.Store(clock())
+		g.futex.Add(1)
+		futexWake(&g.futex, 1)
+	}
+}
+
+func (g *group) shutdown() {
+	g.stopping.Store(true)
+	g.futex.Add(1)
+	futexWake(&g.futex, 1<<30)
 	g.wg.Wait()
+}
+
+const (
+	futexWaitPrivate = 0 | 128 // FUTEX_WAIT | FUTEX_PRIVATE_FLAG
+	futexWakePrivate = 1 | 128 // FUTEX_WAKE | FUTEX_PRIVATE_FLAG
+)
+
+// futexWait sleeps while *addr == val (or until woken, or a signal).
+func futexWait(addr *atomic.Uint32, val uint32) {
+	syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWaitPrivate, uintptr(val), 0, 0, 0)
+}
+
+// futexWake wakes up to n threads sleeping on addr.
+func futexWake(addr *atomic.Uint32, n int) {
+	syscall.Syscall6(syscall.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWakePrivate, uintptr(n), 0, 0, 0)
+}
+
+// ring is a bounded multi-producer FIFO read by the group's engines: an
+// array of slots, each with a sequence number (D. Vyukov's array queue):
+// seq == pos means the slot is free for the producer at position pos,
+// seq == pos+1 that it holds the item for the consumer at pos. Producers
+// claim positions with one atomic add on tail, fill the slot in place and
+// publish it with one atomic store.
+//
+// A producer never finds the ring full: a WQ accepts a descriptor only
+// while its occupancy (accepted and not yet completed) is below its size,
+// and the group's ring has at least as many slots as its WQs' sizes
+// together. With a single engine the descriptor is even run in place, in
+// its slot: descriptors complete in order, so while one is counted, the
+// ring's other slots hold fewer than its size, and the tail cannot come
+// back to it. Several engines complete out of order, so each copies its
+// descriptor out (one copy of 128 bytes) and frees the slot (seq =
+// pos+size) before a producer may use it again.
+type ring struct {
+	_      [64]byte
+	tail   atomic.Uint64 // next position to fill
+	_      [56]byte
+	head   atomic.Uint64 // next position to take (several engines)
+	head1  uint64        // the same, for a single engine
+	single bool
+	_      [40]byte
+	mask   uint64
+	slots  []ringSlot
+}
+
+// ringSlot is two cache lines: the submitter filling one slot never
+// shares a line with the engine reading the one before.
+type ringSlot struct {
+	seq atomic.Uint64
+	w   work
+	_   [128 - 8 - unsafe.Sizeof(work{})]byte
+}
+
+func (r *ring) init(capacity int, single bool) {
+	n := 1
+	for n < capacity {
+		n <<= 1
+	}
+	r.mask = uint64(n - 1)
+	r.single = single
+	r.slots = make([]ringSlot, n)
+	for i := range r.slots {
+		r.slots[i].seq.Store(uint64(i))
+	}
+}
+
+// reserve claims the slot at the tail; the caller fills s.w and publishes.
+func (r *ring) reserve() (s *ringSlot, pos uint64) {
+	pos = r.tail.Add(1) - 1
+	s = &r.slots[pos&r.mask]
+	if !r.single {
+		// Freed already, unless the engine that took its last descriptor
+		// was preempted between taking and copying it while the others
+		// completed a ring's worth: wait for that copy.
+		for s.seq.Load() != pos {
+			runtime.Gosched()
+		}
+	}
+	return s, pos
+}
+
+func (r *ring) publish(s *ringSlot, pos uint64) { s.seq.Store(pos + 1) }
+
+// pop returns the oldest item, in its slot (single engine) or copied into
+// local; nil when the ring is empty.
+func (r *ring) pop(local *work) *work {
+	if r.single {
+		pos := r.head1
+		s := &r.slots[pos&r.mask]
+		if s.seq.Load() != pos+1 {
+			return nil
+		}
+		r.head1 = pos + 1
+		return &s.w
+	}
+	pos := r.head.Load()
+	for {
+		s := &r.slots[pos&r.mask]
+		if s.seq.Load() != pos+1 {
+			return nil // empty (or the producer is still filling it)
+		}
+		if r.head.CompareAndSwap(pos, pos+1) {
+			copyWork(local, &s.w)
+			s.seq.Store(pos + r.mask + 1)
+			return local
+		}
+		pos = r.head.Load()
+	}
+}
+
+// copyWork is *dst = *src field by field: the descriptor bytes as plain
+// words, not through the runtime's typed copy of a struct with a pointer.
+func copyWork(dst, src *work) {
+	dst.desc = src.desc
+	dst.p = src.p
+	dst.gen, dst.seq, dst.pasid = src.gen, src.seq, src.pasid
+	dst.slot, dst.ims, dst.priv, dst.isDrn = src.slot, src.ims, src.priv, src.isDrn
+	dst.guarded, dst.shared = src.guarded, src.shared
+}
+
+// ready reports whether an item is waiting.
+func (r *ring) ready() bool {
+	pos := r.head1
+	if !r.single {
+		pos = r.head.Load()
+	}
+	return r.slots[pos&r.mask].seq.Load() == pos+1
 }

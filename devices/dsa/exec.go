@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"runtime"
 	"runtime/debug"
+	"sync/atomic"
 	"unsafe"
 
 	"godvm/guestmem"
@@ -58,7 +59,7 @@ type executor struct {
 	vectors     int
 	version     uint32
 	swerr       func(SWError)    // nil: dropped
-	drain       func(w *work)    // waits for earlier descriptors (Drain op); nil: no-op
+	drain       func(wq int)     // waits for earlier descriptors of the WQ (Drain op); nil: no-op
 	ignored     func(v int) bool // MSIXPERM Ignore; nil: none ignored
 	opcap       uint64
 	readbackCap bool
@@ -66,16 +67,21 @@ type executor struct {
 
 // work is one accepted descriptor.
 type work struct {
-	desc   [64]byte
-	p      *wqParams
-	ims    bool // came through an IMS portal
-	gen    uint64
-	seq    uint64
-	epoch  uint64
-	pasid  uint32
-	priv   bool
-	isDrn  bool
-	engine int
+	desc  [64]byte
+	p     *wqParams
+	gen   uint64
+	seq   uint64
+	pasid uint32
+	slot  uint8 // epoch slot it is counted in (workQueue.cnt)
+	ims   bool  // came through an IMS portal
+	priv  bool
+	isDrn bool
+	// guarded: memory faults already panic on this goroutine (an engine
+	// sets debug.SetPanicOnFault once for its lifetime).
+	guarded bool
+	// shared: the group has several engines (activity is counted for
+	// Drain descriptors).
+	shared bool
 }
 
 // completion is a completion record being built.
@@ -196,7 +202,9 @@ func (x *executor) run(w *work, raw *[64]byte, batchIdx int, buf *[]byte) byte {
 // executeGuarded is execute with memory faults turned into a page-fault
 // completion.
 func (x *executor) executeGuarded(w *work, d *desc, batchIdx int, c *completion, buf *[]byte) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if !w.guarded {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			addr, ok := faultAddr(r)
@@ -256,8 +264,16 @@ func (x *executor) gpaOf(addr uintptr) uint64 {
 
 // writeRecord writes a completion record, status byte last with release
 // ordering; false if its memory is not there (or vanished: see above).
-func (x *executor) writeRecord(addr uint64, rec *[CompletionRecLen]byte, status byte) (ok bool) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+//
+// The record is 32-byte aligned (checked by the caller), so it lies in one
+// region and its first four bytes (status, result, fault info, reserved)
+// are one aligned word: bytes 4-31 are stored straight into guest memory,
+// then that word with one atomic (release) store, so the status byte
+// becomes visible together with, and never before, the rest.
+func (x *executor) writeRecord(w *work, addr uint64, c *completion) (ok bool) {
+	if !w.guarded {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			if _, isFault := faultAddr(r); !isFault {
@@ -266,12 +282,26 @@ func (x *executor) writeRecord(addr uint64, rec *[CompletionRecLen]byte, status 
 			ok = false
 		}
 	}()
-	if b, err := x.mem.Slice(addr+1, CompletionRecLen-1); err == nil {
-		copy(b, rec[1:])
-	} else if err := x.mem.WriteAt(rec[1:], addr+1); err != nil {
+	if b, found := x.slice(addr, CompletionRecLen); found && uintptr(unsafe.Pointer(&b[0]))&3 == 0 {
+		b = b[:CompletionRecLen]
+		le := binary.LittleEndian
+		le.PutUint32(b[4:], c.bytes)
+		le.PutUint64(b[8:], c.fault)
+		copy(b[16:32], c.extra[:])
+		atomic.StoreUint32((*uint32)(unsafe.Pointer(&b[0])), uint32(c.status)|uint32(c.result)<<8)
+		return true
+	}
+	// Not in one region or not word-aligned in the host mapping: byte
+	// writes, then the status byte.
+	var rec [CompletionRecLen]byte
+	rec[1] = c.result
+	binary.LittleEndian.PutUint32(rec[4:], c.bytes)
+	binary.LittleEndian.PutUint64(rec[8:], c.fault)
+	copy(rec[16:], c.extra[:])
+	if err := x.mem.WriteAt(rec[1:], addr+1); err != nil {
 		return false
 	}
-	return x.mem.StoreU8Release(addr, status) == nil
+	return x.mem.StoreU8Release(addr, c.status) == nil
 }
 
 func (x *executor) execute(w *work, d *desc, batchIdx int, c *completion, buf *[]byte) {
@@ -336,17 +366,19 @@ func (x *executor) execute(w *work, d *desc, batchIdx int, c *completion, buf *[
 	switch d.op {
 	case OpNOOP:
 	case OpDrain:
-		if x.drain != nil {
-			x.drain(w)
+		if x.drain != nil && p != nil {
+			x.drain(p.id)
 		}
 	case OpBatch:
 		x.batch(w, d, c, buf)
 	case OpMemMove:
 		src, dst := d.a16, d.a24
 		backward := dst > src && dst < src+n
-		if ds, err := m.Slice(dst, n); err == nil {
-			if ss, err := m.Slice(src, n); err == nil {
-				copy(ds, ss) // fast path: both in one region
+		if ds, ok := x.slice(dst, n); ok {
+			if ss, ok := x.slice(src, n); ok {
+				// Fast path: each operand in one region, bounds checked
+				// once; one copy (memmove) straight between them.
+				copy(ds, ss)
 				if backward {
 					c.result = 1
 				}
@@ -378,6 +410,10 @@ func (x *executor) execute(w *work, d *desc, batchIdx int, c *completion, buf *[
 		var pat [8]byte
 		binary.LittleEndian.PutUint64(pat[:], d.a16)
 		dst := d.a24
+		if b, ok := x.slice(dst, n); ok {
+			fillPattern(b, pat[:], 0)
+			return
+		}
 		k := validPrefix(m, dst, n)
 		forEach(m, dst, k, func(b []byte, off uint64) bool {
 			fillPattern(b, pat[:], off)
@@ -409,11 +445,9 @@ func (x *executor) execute(w *work, d *desc, batchIdx int, c *completion, buf *[
 		diffAt := uint64(0)
 		diff := false
 		forEach(m, src, k, func(b []byte, off uint64) bool {
-			for i := range b {
-				if b[i] != pat[(off+uint64(i))&7] {
-					diffAt, diff = off+uint64(i), true
-					return false
-				}
+			if i, ok := comparePattern(b, &pat, off); !ok {
+				diffAt, diff = off+uint64(i), true
+				return false
 			}
 			return true
 		})
@@ -475,10 +509,18 @@ func fillPattern(b, pat []byte, off uint64) {
 	if len(b) == 0 {
 		return
 	}
-	// first up to 8 bytes aligned to the pattern phase, then doubling copies
+	// first up to 8 bytes aligned to the pattern phase, then words up to
+	// 256 bytes, then doubling copies
 	n := min(len(b), 8)
 	for i := range n {
 		b[i] = pat[(off+uint64(i))&7]
+	}
+	if n < 8 {
+		return
+	}
+	w := binary.LittleEndian.Uint64(b)
+	for ; n+8 <= min(len(b), 256); n += 8 {
+		binary.LittleEndian.PutUint64(b[n:], w)
 	}
 	for filled := n; filled < len(b); {
 		filled += copy(b[filled:], b[:filled-(filled%8)])
@@ -488,8 +530,8 @@ func fillPattern(b, pat []byte, off uint64) {
 // compare finds the first differing byte of two RAM ranges.
 func (x *executor) compare(a, b, n uint64, buf *[]byte) (uint64, bool) {
 	m := x.mem
-	if sa, err := m.Slice(a, n); err == nil {
-		if sb, err := m.Slice(b, n); err == nil {
+	if sa, ok := x.slice(a, n); ok {
+		if sb, ok := x.slice(b, n); ok {
 			if bytes.Equal(sa, sb) {
 				return 0, false
 			}
@@ -557,7 +599,11 @@ func (x *executor) crc(d *desc, c *completion, buf *[]byte) {
 		fault = src + k
 	}
 	s := newCRC(seed, d.flags)
-	forEach(m, src, k, func(b []byte, _ uint64) bool { s.update(b); return true })
+	if b, ok := x.slice(src, k); ok {
+		s.update(b)
+	} else {
+		forEach(m, src, k, func(b []byte, _ uint64) bool { s.update(b); return true })
+	}
 	binary.LittleEndian.PutUint32(c.extra[0:], s.sum())
 	if k < n {
 		c.pageFault(fault, faultW, k)
@@ -682,9 +728,14 @@ func (x *executor) batch(w *work, d *desc, c *completion, buf *[]byte) {
 	failed, notSuccess := false, false
 	var done uint32
 	var member [64]byte
+	// The whole list in one region: bounds checked once, each member
+	// copied out of it as the engine reaches it (as the hardware fetches).
+	lb, whole := x.slice(list, uint64(count)*64)
 	for i := range count {
 		a := list + uint64(i)*64
-		if err := x.mem.ReadAt(member[:], a); err != nil {
+		if whole {
+			member = [64]byte(lb[uint64(i)*64:])
+		} else if err := x.mem.ReadAt(member[:], a); err != nil {
 			c.status = StatusBatchPF
 			c.fault = a + validPrefix(x.mem, a, 64)
 			c.bytes = done
@@ -741,12 +792,7 @@ func (x *executor) complete(w *work, d *desc, batchIdx int, c *completion) {
 		case d.crAddr&(CompletionRecLen-1) != 0:
 			report(StatusCRAlign, d.crAddr, true)
 		default:
-			var rec [CompletionRecLen]byte
-			rec[1] = c.result
-			binary.LittleEndian.PutUint32(rec[4:], c.bytes)
-			binary.LittleEndian.PutUint64(rec[8:], c.fault)
-			copy(rec[16:], c.extra[:])
-			if !x.writeRecord(d.crAddr, &rec, c.status) {
+			if !x.writeRecord(w, d.crAddr, c) {
 				report(StatusCRFault, d.crAddr, true)
 			}
 		}

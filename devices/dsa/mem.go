@@ -1,6 +1,10 @@
 package dsa
 
 import (
+	"bytes"
+	"encoding/binary"
+	"math/bits"
+
 	"godvm/guestmem"
 )
 
@@ -29,6 +33,62 @@ func validPrefix(m *guestmem.Memory, gpa, n uint64) uint64 {
 		done += min(n-done, r.End()-a)
 	}
 	return n
+}
+
+// slice is the host view of [gpa, gpa+n) when it lies in one region (n > 0):
+// the one bounds check of an operand on the engines' fast paths. It walks
+// the (few) regions in place instead of guestmem's binary search with its
+// error value.
+func (x *executor) slice(gpa, n uint64) ([]byte, bool) {
+	for _, r := range x.mem.Regions() {
+		off := gpa - r.GPA
+		if gpa >= r.GPA && off < r.Size && n <= r.Size-off {
+			h := r.Host()
+			if uint64(len(h)) < off+n {
+				return nil, false
+			}
+			return h[off : off+n : off+n], true
+		}
+	}
+	return nil, false
+}
+
+// comparePattern compares b with the 8-byte pattern repeated from phase off
+// (byte i against pat[(off+i)&7]) and returns the index of the first
+// difference, or ok=true.
+func comparePattern(b []byte, pat *[8]byte, off uint64) (int, bool) {
+	// The common case, a match: b's first 8 bytes are the pattern at this
+	// phase and every later byte equals the one 8 before it (one memcmp).
+	if len(b) >= 8 {
+		ok := true
+		for i := range 8 {
+			if b[i] != pat[(off+uint64(i))&7] {
+				ok = false
+				break
+			}
+		}
+		if ok && bytes.Equal(b[8:], b[:len(b)-8]) {
+			return 0, true
+		}
+	}
+	i := 0
+	for ; i < len(b) && (off+uint64(i))&7 != 0; i++ {
+		if b[i] != pat[(off+uint64(i))&7] {
+			return i, false
+		}
+	}
+	p := binary.LittleEndian.Uint64(pat[:])
+	for ; i+8 <= len(b); i += 8 {
+		if v := binary.LittleEndian.Uint64(b[i:]) ^ p; v != 0 {
+			return i + bits.TrailingZeros64(v)/8, false
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] != pat[(off+uint64(i))&7] {
+			return i, false
+		}
+	}
+	return 0, true
 }
 
 const chunk = 64 << 10

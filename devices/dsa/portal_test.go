@@ -84,7 +84,7 @@ func TestPortalDWQFull(t *testing.T) {
 	// Pretend 4 descriptors are outstanding (engines are too quick to fill a
 	// WQ deterministically).
 	w.mu.Lock()
-	w.occupancy = 4
+	w.fakeOccupancy(4)
 	w.mu.Unlock()
 	if v := r.r32(r.wqcfgOff(0) + 24); v&0xffff != 4 {
 		t.Fatalf("occupancy field %#x", v)
@@ -96,13 +96,13 @@ func TestPortalDWQFull(t *testing.T) {
 		t.Fatalf("SWERROR % x, want 0x53 for WQ 0", q)
 	}
 	w.mu.Lock()
-	w.occupancy = 3
+	w.fakeOccupancy(3)
 	w.mu.Unlock()
 	if !r.submit(0, newDesc(OpNOOP, rcr, crA, 0, 0, 0)) {
 		t.Fatal("WQ with room refused")
 	}
 	w.mu.Lock()
-	w.occupancy -= 3
+	w.unfakeOccupancy() // occupancy -= 3
 	w.cond.Broadcast()
 	w.mu.Unlock()
 	r.drain(0)
@@ -134,7 +134,7 @@ func TestPortalSharedWQ(t *testing.T) {
 	}
 	w := r.d.wqs[1]
 	w.mu.Lock()
-	w.occupancy = 2 // at the threshold
+	w.fakeOccupancy(2) // at the threshold
 	w.mu.Unlock()
 	if p.Write64B(PortalStride+PortalPage, d, bus.ENQCMD) {
 		t.Fatal("limited portal accepted at the threshold")
@@ -143,7 +143,7 @@ func TestPortalSharedWQ(t *testing.T) {
 		t.Fatal("unlimited portal refused below the WQ size")
 	}
 	w.mu.Lock()
-	w.occupancy = 8
+	w.fakeOccupancy(8)
 	w.mu.Unlock()
 	if p.Write64B(PortalStride, d, bus.ENQCMDS) {
 		t.Fatal("unlimited portal accepted a full WQ")
@@ -152,7 +152,7 @@ func TestPortalSharedWQ(t *testing.T) {
 		t.Fatal("ENQCMD retry must not log a software error")
 	}
 	w.mu.Lock()
-	w.occupancy -= 8
+	w.unfakeOccupancy() // occupancy -= 8
 	w.cond.Broadcast()
 	w.mu.Unlock()
 	r.drain(1)

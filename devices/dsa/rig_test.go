@@ -240,6 +240,29 @@ func fillRand(b []byte, seed uint32) {
 	}
 }
 
+// fakeOccupancy makes the WQ's occupancy n (w.mu held) by adjusting the
+// current epoch's count, to pretend descriptors are outstanding;
+// unfakeOccupancy takes the pretence back (drains count on it).
+func (w *workQueue) fakeOccupancy(n int) {
+	delta := int64(n - w.occupancy())
+	w.accepted[w.epoch&1].Add(delta)
+	fakes.Store(w, fakeOf(w)+delta)
+}
+
+func (w *workQueue) unfakeOccupancy() {
+	w.accepted[w.epoch&1].Add(-fakeOf(w))
+	fakes.Delete(w)
+}
+
+var fakes sync.Map // *workQueue -> int64 added by fakeOccupancy
+
+func fakeOf(w *workQueue) int64 {
+	if v, ok := fakes.Load(w); ok {
+		return v.(int64)
+	}
+	return 0
+}
+
 func mustMem(t *testing.T, ram []byte) *guestmem.Memory {
 	t.Helper()
 	m, err := guestmem.FromBytes(guestmem.NewRegion(0, ram, -1, 0))

@@ -2,6 +2,7 @@ package dsa
 
 import (
 	"fmt"
+	"time"
 
 	"godvm/devices/bus"
 	"godvm/guestmem"
@@ -13,15 +14,48 @@ import (
 // engines), fed through the WQ's portal with MOVDIR64B. Descriptors address
 // mem by guest-physical address, exactly as a guest's would.
 type Runner struct {
-	d *Device
+	d    *Device
+	wqs  int
+	size int // each WQ's size
 }
 
 // RunnerWQSize is the Runner's WQ size (descriptors in flight).
 const RunnerWQSize = 128
 
+// RunnerOptions shape a Runner.
+type RunnerOptions struct {
+	// WQs is the number of independent dedicated WQs (default 1), each in
+	// its own group with Engines engines: work queues that share nothing.
+	WQs int
+	// Engines per WQ (default 1).
+	Engines int
+	// WQSize is each WQ's size, the descriptors in flight (default
+	// RunnerWQSize; WQs*WQSize at most MaxWQSize). A deep queue keeps a
+	// small descriptor's engine busy while its submitter, parked on a full
+	// WQ, wakes up.
+	WQSize int
+	// Spin is Config.Spin (0: DefaultSpin; negative: park at once).
+	Spin time.Duration
+}
+
 // NewRunner makes a Runner with the given number of engines (1..MaxEngines).
 func NewRunner(mem *guestmem.Memory, engines int) (*Runner, error) {
-	cfg := Config{WQs: 1, WQSize: RunnerWQSize, Groups: 1, Engines: engines, Version: 0x100}
+	if engines < 1 || engines > MaxEngines {
+		return nil, fmt.Errorf("dsa: runner: engines=%d out of range 1..%d", engines, MaxEngines)
+	}
+	return NewRunnerWith(mem, RunnerOptions{Engines: engines})
+}
+
+// NewRunnerWith makes a Runner of opt's shape.
+func NewRunnerWith(mem *guestmem.Memory, opt RunnerOptions) (*Runner, error) {
+	nwq, engines, size := max(opt.WQs, 1), max(opt.Engines, 1), opt.WQSize
+	if size <= 0 {
+		size = RunnerWQSize
+	}
+	if nwq > MaxGroups || nwq*engines > MaxEngines || nwq*size > MaxWQSize {
+		return nil, fmt.Errorf("dsa: runner: %d WQs of %d engines and %d entries is too many", nwq, engines, size)
+	}
+	cfg := Config{WQs: nwq, WQSize: nwq * size, Groups: nwq, Engines: nwq * engines, Version: 0x100, Spin: opt.Spin}
 	d, err := New(mem, cfg, nil)
 	if err != nil {
 		return nil, err
@@ -33,19 +67,27 @@ func NewRunner(mem *guestmem.Memory, engines int) (*Runner, error) {
 		b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
 		w.Write(off, b[:])
 	}
-	w32(WQCFGOffset, RunnerWQSize)
-	w32(WQCFGOffset+8, wqModeDedicated|1<<wqPrioShift|wqPriv)
-	w32(WQCFGOffset+12, 31|10<<5)
-	w32(GRPCFGOffset, 1)
-	w32(GRPCFGOffset+32, uint32(1)<<engines-1)
-	for _, c := range []uint32{CmdEnableDevice << 20, CmdEnableWQ << 20} {
+	for q := range nwq {
+		wq := WQCFGOffset + uint64(q*d.wqcfgSize)
+		w32(wq, uint32(size))
+		w32(wq+8, wqModeDedicated|1<<wqPrioShift|wqPriv)
+		w32(wq+12, 31|10<<5)
+		grp := GRPCFGOffset + uint64(q*GRPCFGSize)
+		w32(grp, 1<<q)
+		w32(grp+32, (uint32(1)<<engines-1)<<(q*engines))
+	}
+	cmds := []uint32{CmdEnableDevice << 20}
+	for q := range nwq {
+		cmds = append(cmds, CmdEnableWQ<<20|uint32(q))
+	}
+	for _, c := range cmds {
 		w32(RegCmd, c)
 		if st := d.cmdStatus(); st != 0 {
 			d.Close()
 			return nil, fmt.Errorf("dsa: runner setup: command %#x failed with %#x", c, st)
 		}
 	}
-	return &Runner{d: d}, nil
+	return &Runner{d: d, wqs: nwq, size: size}, nil
 }
 
 func (d *Device) cmdStatus() uint32 {
@@ -54,27 +96,38 @@ func (d *Device) cmdStatus() uint32 {
 	return d.cmdSts
 }
 
-// Submit queues one descriptor, waiting while the WQ is full (so the device
-// never sees a submission to a full WQ, as with the kernel driver, which
-// bounds its descriptors by the WQ size).
-func (r *Runner) Submit(desc *[64]byte) {
-	w := r.d.wqs[0]
-	for {
-		w.mu.Lock()
-		for w.occupancy >= RunnerWQSize && w.enabled {
-			w.cond.Wait()
-		}
-		en := w.enabled
-		w.mu.Unlock()
-		if !en || r.d.Portals().Write64B(PortalPage, desc, bus.MOVDIR64B) {
-			return
-		}
+// Submit queues one descriptor on WQ 0, waiting while the WQ is full (so
+// the device never sees a submission to a full WQ, as with the kernel
+// driver, which bounds its descriptors by the WQ size). A full WQ is waited
+// on until only a quarter of it is left, so the engines wake the submitter
+// (a thread wake-up costs the waker microseconds on a VM) once per three
+// quarters of a queue, not once per descriptor.
+func (r *Runner) Submit(desc *[64]byte) { r.SubmitTo(0, desc) }
+
+// SubmitTo is Submit on WQ wq (0..WQs-1).
+func (r *Runner) SubmitTo(wq int, desc *[64]byte) {
+	w := r.d.wqs[wq]
+	w.mu.Lock()
+	for r.d.submitLocked(w, PortalPage, desc, bus.MOVDIR64B, false) == wqFull {
+		w.waitRoomLocked(r.size / 4)
 	}
+	w.mu.Unlock()
 }
+
+// Parks is how many times the engines have parked (gone to sleep after
+// their spin window) since the Runner started.
+func (r *Runner) Parks() uint64 { return r.d.Parks() }
 
 // Wait returns when every submitted descriptor has completed (completion
 // records written).
-func (r *Runner) Wait() { r.d.wqs[0].drain() }
+func (r *Runner) Wait() {
+	for _, w := range r.d.wqs {
+		w.drain()
+	}
+}
+
+// WaitWQ is Wait for one WQ.
+func (r *Runner) WaitWQ(wq int) { r.d.wqs[wq].drain() }
 
 // SWErrors reports whether a software error was logged (and clears it).
 func (r *Runner) SWErrors() (SWError, bool) {

@@ -41,9 +41,7 @@ func TestConcurrentSubmission(t *testing.T) {
 					// never overfills (it bounds in-flight descriptors by the
 					// WQ size), so wait and resubmit
 					r.d.wqs[wq].mu.Lock()
-					for r.d.wqs[wq].occupancy >= 32 {
-						r.d.wqs[wq].cond.Wait()
-					}
+					r.d.wqs[wq].waitRoomLocked(31) // occupancy < 32
 					r.d.wqs[wq].mu.Unlock()
 				}
 			}

@@ -6,7 +6,10 @@
 // With Mapped set, the whole portal BAR is also offered as one sparse-mmap
 // area backed by a polled shared page (vfiouser.PortalPage), so a guest's
 // portal writes reach the server without a VM exit; trapped REGION_WRITEs
-// keep working either way.
+// keep working either way. The engines poll that page while they spin for
+// work (dsa.Device.SetIdlePoll), so a descriptor written while one spins is
+// taken and run by it; the page's own goroutine covers the time they are
+// parked (see vfiouser.PortalPage).
 //
 // The model takes its guest memory at construction, so the DSA function is
 // rebuilt (fresh, reset state) whenever the client's DMA mappings change;
@@ -60,7 +63,18 @@ func New(cfg dsa.Config, mapped bool, log *slog.Logger) (*Backend, error) {
 			b.Close()
 			return nil, err
 		}
+		// The engines poll the page while they spin for work (their
+		// spin window, --dsa spin=...); the page's goroutine covers the
+		// time they are parked: it sleeps (a tenth of the idle time,
+		// 1 ms to 100 ms), and after it has taken descriptors itself it
+		// spins for the same window, within the Go scheduler, until the
+		// engine it woke is spinning again.
+		p.Spin = cfg.SpinWindow()
+		if p.Spin == 0 {
+			p.Spin = -1
+		}
 		b.portal = p
+		b.fn.Dev.SetIdlePoll(b.idlePoll)
 		p.Start()
 	}
 	return b, nil
@@ -90,6 +104,9 @@ func (b *Backend) build(mem *guestmem.Memory) error {
 	// vector is enabled and unmasked so the model's interrupts always reach
 	// the client's eventfds.
 	armMSIX(fn)
+	if b.portal != nil {
+		fn.Dev.SetIdlePoll(b.idlePoll)
+	}
 	b.fn, b.fwd = fn, fwd
 	return nil
 }
@@ -108,13 +125,10 @@ func (b *Backend) trigger(v int) {
 	}
 }
 
-// Close stops the device and the portal poller.
+// Close stops the device and the portal poller. The device first: its
+// engines poll the portal page while they spin.
 func (b *Backend) Close() error {
-	if b.portal != nil {
-		b.portal.Close()
-	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.fn != nil {
 		b.fn.Close()
 		b.fn = nil
@@ -122,6 +136,10 @@ func (b *Backend) Close() error {
 	if b.fwd != nil {
 		b.fwd.close()
 		b.fwd = nil
+	}
+	b.mu.Unlock()
+	if b.portal != nil {
+		b.portal.Close()
 	}
 	return nil
 }
@@ -259,6 +277,25 @@ func (b *Backend) WriteRegion(index uint32, off uint64, p []byte) error {
 		return errors.New("dsa-server: region not writable")
 	}
 	return nil
+}
+
+// idlePoll is the engines' pass over the mapped portal while they spin.
+// It runs on an engine's goroutine: a rebuild (SetMemory) holds b.mu while
+// it closes the device and waits for its engines, so it must not wait for
+// b.mu (TryRLock), and it submits without taking it again.
+func (b *Backend) idlePoll() int {
+	if !b.mu.TryRLock() {
+		return 0
+	}
+	defer b.mu.RUnlock()
+	if b.fn == nil {
+		return 0
+	}
+	return b.portal.TryPoll(b.submitLocked)
+}
+
+func (b *Backend) submitLocked(off uint64, d *[64]byte) {
+	b.fn.Dev.Portals().Write64B(off, d, bus.MOVDIR64B)
 }
 
 func (b *Backend) submitMapped(off uint64, d *[64]byte) {

@@ -368,11 +368,11 @@ func parseBzImage(data []byte, o Options) (*Kernel, error) {
 		InitrdAddrMax: initrdMax,
 	}
 	if o.GuestDecompress {
-		return k, nil
+		return k.guestEntered()
 	}
 	if h.PayloadLength == 0 {
 		k.Note = "the bzImage's setup header does not say where its payload is (payload_length 0); " + guestDecompresses
-		return k, nil
+		return k.guestEntered()
 	}
 	comp, err := bzImagePayload(data, &h, pmOff)
 	if err != nil {
@@ -382,7 +382,22 @@ func parseBzImage(data []byte, o Options) (*Kernel, error) {
 	if o.HeaderOnly {
 		return k, nil
 	}
-	return hostDecompressed(k, comp, o.Limit)
+	k, err = hostDecompressed(k, comp, o.Limit)
+	if err != nil || k.Format != FormatBzImage {
+		return k, err
+	}
+	return k.guestEntered()
+}
+
+// guestEntered checks a bzImage that is entered at its 64-bit entry (the
+// guest decompresses it): that entry, Entry64Offset into the
+// protected-mode kernel, must be inside the image.
+func (k *Kernel) guestEntered() (*Kernel, error) {
+	if n := uint64(len(k.Segments[0].Data)); n <= Entry64Offset {
+		return nil, fmt.Errorf("bzImage truncated: its protected-mode kernel has %d bytes, too few to hold the 64-bit entry at +%#x",
+			n, Entry64Offset)
+	}
+	return k, nil
 }
 
 // hostDecompressed turns guest-path bzImage kernel k into the ELF inside

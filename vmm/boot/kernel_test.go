@@ -212,6 +212,7 @@ func TestParseBzImageBad(t *testing.T) {
 		"zImage":        func() []byte { b := makeBzImage(0x020f, XLFKernel64, 0, 0, payload); b[0x211] = 0; return b }(),
 		"many sects":    func() []byte { b := makeBzImage(0x020f, XLFKernel64, 0, 0, payload); b[HdrOffset] = 200; return b }(),
 		"text file":     []byte("#!/bin/sh\necho not a kernel\n"),
+		"no entry":      makeBzImage(0x020f, XLFKernel64, 0x1000000, 0, make([]byte, Entry64Offset)), // entered at +0x200: past its end
 		"empty":         nil,
 	}
 	for name, img := range cases {
@@ -312,7 +313,7 @@ func TestBuildBootParamsELF(t *testing.T) {
 }
 
 func TestBuildBootParamsBzImage(t *testing.T) {
-	img := makeBzImage(0x020f, XLFKernel64, 0x1000000, 0x100000, []byte{1})
+	img := makeBzImage(0x020f, XLFKernel64, 0x1000000, 0x100000, make([]byte, 0x400))
 	img[0x1f2] = 0x42 // root_flags: copied from the image
 	k, err := Parse(img)
 	if err != nil {

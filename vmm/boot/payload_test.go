@@ -335,7 +335,7 @@ func TestParseBzImageFallback(t *testing.T) {
 		}
 	}
 	// No payload_length: nothing to decompress.
-	k, err := Parse(makeBzImage(0x020f, XLFKernel64, 0x1000000, 0x100000, []byte{1, 2, 3}))
+	k, err := Parse(makeBzImage(0x020f, XLFKernel64, 0x1000000, 0x100000, make([]byte, 0x300)))
 	if err != nil || k.Format != FormatBzImage || !strings.Contains(k.Note, "payload_length 0") {
 		t.Errorf("no payload_length: %+v %v", k, err)
 	}

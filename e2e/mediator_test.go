@@ -16,7 +16,9 @@ import (
 // TestVfioUserDSA's guests get from a whole server). Both run the agent's
 // dsa scenario (idxd probe, accel-config style configuration, dmatest with
 // verification, fill, batch, WQ disable/re-enable, device disable and
-// re-enable) on the data path godvm picks here, and both must pass.
+// re-enable) on the data path godvm picks here, and both must pass. Run
+// it with go test -timeout 15m: two guests at once on a small host take
+// minutes.
 func TestVfioUserDSAMediated(t *testing.T) {
 	testKernel(t) // skips without /dev/kvm
 	dir := t.TempDir()
@@ -49,9 +51,12 @@ func TestVfioUserDSAMediated(t *testing.T) {
 			t.Run(string(rune('a'+i)), func(t *testing.T) {
 				t.Parallel()
 				runDSA(t, dsaRun{
-					CPUs:   2,
-					Args:   []string{"--vfio-user", s},
-					OnFail: func() { t.Logf("dsa-server log:\n%s", tail(logs.String(), 30)) },
+					// One vCPU each: two guests share this host's CPUs
+					// (on kvm_pvm each guest alone takes 60-90 s).
+					CPUs:    1,
+					Args:    []string{"--vfio-user", s},
+					OnFail:  func() { t.Logf("dsa-server log:\n%s", tail(logs.String(), 30)) },
+					Timeout: 600 * time.Second,
 				})
 			})
 		}

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -43,6 +44,7 @@ type Backend struct {
 	host   vfiouser.Host
 	portal *vfiouser.PortalPage
 	dead   *platform.EventFD // behind the unused MSI-X model's vectors
+	closed sync.Once
 }
 
 // New builds the backend. mapped offers the portal BAR as shared memory.
@@ -128,13 +130,15 @@ func (noVector) Update(platform.MSIMessage, bool) error { return nil }
 func (noVector) Close() error                           { return nil }
 
 // Close stops the device and the portal poller. The device first: its
-// engines poll the portal page while they spin.
+// engines poll the portal page while they spin. Safe to call more than once.
 func (b *Backend) Close() error {
-	b.fn.Close()
-	if b.portal != nil {
-		b.portal.Close()
-	}
-	b.dead.Close()
+	b.closed.Do(func() {
+		b.fn.Close()
+		if b.portal != nil {
+			b.portal.Close()
+		}
+		b.dead.Close()
+	})
 	return nil
 }
 

@@ -111,6 +111,11 @@ func (g *fuzzGuest) copyOK(seed byte) bool {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if st := byte(atomic.LoadUint32((*uint32)(unsafeU32(g.ram[0x3000:])))); st != 0 {
+			// The WQ's occupancy drops just after the record is written:
+			// wait for it too, so the register file is at rest.
+			for g.r32(0, dsa.WQCFGOffset+24)&0xffff != 0 && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Microsecond)
+			}
 			return st == dsa.StatusSuccess && bytes.Equal(g.ram[0x1000:0x1200], g.ram[0x2000:0x2200])
 		}
 		time.Sleep(50 * time.Microsecond)

@@ -64,8 +64,8 @@ func TestVfioUserDSAMediated(t *testing.T) {
 	// Both guests were served by one process, each by its own vdev.
 	out := logs.String()
 	for _, v := range []string{"vdev=0", "vdev=1"} {
-		if !strings.Contains(out, v) {
-			t.Errorf("dsa-server log does not mention %s:\n%s", v, tail(out, 30))
+		if !strings.Contains(out, "vfio-user client connected "+v) {
+			t.Errorf("dsa-server log shows no client on %s:\n%s", v, tail(out, 30))
 		}
 	}
 	if t.Failed() {

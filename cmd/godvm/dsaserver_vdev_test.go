@@ -16,7 +16,7 @@ import (
 func TestDSAServerVDevs(t *testing.T) {
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
-	startDSAServer(t, "--seccomp", "off", "--dsa", "wqs=4,wq-size=64,groups=2,engines=2",
+	srv := startDSAServer(t, "--seccomp", "off", "--dsa", "wqs=4,wq-size=64,groups=2,engines=2",
 		"--vdev", "socket="+a+",wqs=1,wq-size=16", "--vdev", "socket="+b+",wqs=3,wq-size=48")
 	waitSocket(t, a)
 	waitSocket(t, b)
@@ -36,6 +36,16 @@ func TestDSAServerVDevs(t *testing.T) {
 		wqcap := binary.LittleEndian.Uint64(buf[:])
 		if wqcap>>16&0xff != c.wqs || wqcap&0xffff != c.entries {
 			t.Errorf("%s: WQCAP %#x, want %d WQs with %d entries", filepath.Base(c.sock), wqcap, c.wqs, c.entries)
+		}
+	}
+	// Each connection was served by its own vdev (the log says which);
+	// the log is read once the server has stopped.
+	srv.cmd.Process.Kill()
+	srv.wait(t, 10*time.Second)
+	logs := srv.stderr.String()
+	for _, v := range []string{"vdev=0", "vdev=1"} {
+		if !strings.Contains(logs, "vfio-user client connected "+v) {
+			t.Errorf("the server log shows no client on %s:\n%s", v, logs)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -360,12 +361,18 @@ func TestGuestResetOrDisconnectMidRun(t *testing.T) {
 			const n = 4000
 			var wg sync.WaitGroup
 			var errA error
+			var progressA atomic.Int64
 			wg.Add(1)
-			go func() { defer wg.Done(); errA = a.run(n, nil) }()
+			go func() {
+				defer wg.Done()
+				errA = a.run(n, func(i int) bool { progressA.Store(int64(i)); return false })
+			}()
 			var errB error
 			disrupted := false
+			var atA int64
 			_ = b.run(n, func(i int) bool {
 				if i == 1000 {
+					atA = progressA.Load()
 					errB = f(b)
 					disrupted = true
 					return true
@@ -379,6 +386,10 @@ func TestGuestResetOrDisconnectMidRun(t *testing.T) {
 			if !disrupted || errB != nil {
 				t.Fatalf("guest B's %s: disrupted=%v err=%v", name, disrupted, errB)
 			}
+			if atA <= 0 || atA >= n-1 {
+				t.Fatalf("guest A was at descriptor %d of %d when B's %s came: not mid-run", atA, n, name)
+			}
+			t.Logf("guest B's %s came while guest A was at descriptor %d of %d", name, atA, n)
 			// A's device was not touched: still enabled, no error.
 			if st, _ := a.r32(0, dsa.RegGenSts); st&3 != dsa.StateEnabled {
 				t.Fatalf("guest A's GENSTS %#x after B's %s", st, name)

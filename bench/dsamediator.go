@@ -37,7 +37,11 @@ func newMediatedRig(v *mediator.VDev) (*portalRig, error) {
 	if err != nil {
 		return nil, err
 	}
-	rig := &portalRig{b: v.Backend(), done: make(chan error, 1)}
+	// Two clients, each with a spinning submitter, engine and portal
+	// poller, on a small shared host: a completion can wait hundreds of
+	// milliseconds for a CPU (seen: 400 ms at load 10 on 2 cores), so the
+	// limit is generous; a descriptor lost would still fail the run.
+	rig := &portalRig{b: v.Backend(), done: make(chan error, 1), limit: 30 * time.Second}
 	go func() { rig.done <- v.Server().ServeConn(s) }()
 	if rig.c, err = vfiouser.NewClient(a, "dsa", vfiouser.WithLogger(quiet)); err != nil {
 		a.Close()

@@ -16,7 +16,7 @@ import (
 
 // Scenarios returns every scenario in the order they run.
 func Scenarios() []Scenario {
-	return []Scenario{BootScenario(), MemoryScenario(), DSAEngineScenario(), DSAGuestScenario(), PeerScenario()}
+	return []Scenario{BootScenario(), MemoryScenario(), DSAEngineScenario(), DSAMediatorScenario(), DSAGuestScenario(), PeerScenario()}
 }
 
 // guestLimit bounds one guest run. A guest cannot be made shorter in quick

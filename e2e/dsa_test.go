@@ -36,6 +36,8 @@ type dsaRun struct {
 	Args []string
 	// OnFail is called before the test fails (e.g. to show a server log).
 	OnFail func()
+	// Timeout bounds the guest run (default 300 s).
+	Timeout time.Duration
 }
 
 // TestDSA boots the test kernel with the built-in software DSA and runs the
@@ -77,11 +79,15 @@ func runDSA(t *testing.T, r dsaRun) Output {
 	if r.Path != "" {
 		args = append(args, "--dsa-path", string(r.Path))
 	}
+	limit := r.Timeout
+	if limit == 0 {
+		limit = 300 * time.Second
+	}
 	out := bootAgent(t, agentRun{
 		Scenarios: []string{"dsa"},
 		CPUs:      r.CPUs,
 		Args:      args,
-		Timeout:   300 * time.Second,
+		Timeout:   limit,
 	})
 	if out.Status != 0 && r.OnFail != nil {
 		r.OnFail()

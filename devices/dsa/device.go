@@ -42,7 +42,8 @@ type Device struct {
 
 	msixTable, msixPBA bus.Device
 	closers            []func()
-	exec               executor
+	exec               executor                   // template; engines run cur (SetMemory)
+	cur                atomic.Pointer[executor]   // what the engines run descriptors with
 	idlePoll           atomic.Pointer[func() int] // SetIdlePoll
 }
 
@@ -98,8 +99,37 @@ func New(mem *guestmem.Memory, cfg Config, intr Interrupter) (*Device, error) {
 		swerr: d.reportSWErr, drain: d.drainBefore, opcap: d.opCap[0], readbackCap: true,
 		ignored: func(v int) bool { return d.msixPerm[v].Load()&msixPermIgnore != 0 },
 	}
+	d.publishExec()
 	d.resetLocked()
 	return d, nil
+}
+
+// publishExec hands the engines a copy of d.exec; each descriptor loads it
+// once (runWork), so one descriptor runs against one memory view.
+func (d *Device) publishExec() {
+	x := d.exec
+	d.cur.Store(&x)
+}
+
+// SetMemory replaces the guest memory the device's descriptors address (a
+// vfio-user client's DMA mappings changed). The device state is kept. When
+// SetMemory returns no engine touches the old memory: descriptors taken
+// after the switch use mem, and the ones already running are waited for
+// (every WQ drained, as Drain All does). Submissions may go on meanwhile.
+// mem nil is an empty memory: every descriptor then completes with a page
+// fault (or SWERROR when its completion record is unreachable).
+func (d *Device) SetMemory(mem *guestmem.Memory) {
+	if mem == nil {
+		mem, _ = guestmem.FromBytes()
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.mem = mem
+	d.exec.mem = mem
+	d.publishExec()
+	for _, w := range d.wqs {
+		w.drain()
+	}
 }
 
 const (
@@ -123,6 +153,7 @@ func (d *Device) SetInterrupter(intr Interrupter) {
 	d.mu.Lock()
 	d.intr = intr
 	d.exec.intr = intr
+	d.publishExec()
 	d.mu.Unlock()
 }
 

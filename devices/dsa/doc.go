@@ -25,7 +25,10 @@
 // vfio-user server serves as regions; interrupts leave through an
 // Interrupter (pci.MSIX in practice). Guest memory is reached only through
 // *guestmem.Memory; an address outside it is a page fault in the
-// completion record (or SWERROR), never a VMM error.
+// completion record (or SWERROR), never a VMM error. SetMemory switches
+// that memory under running engines (a vfio-user client's DMA mappings
+// changed): each descriptor runs against one view, and the old view is
+// not touched once SetMemory returns.
 //
 // # Behaviour and the choices made where the reference leaves room
 //

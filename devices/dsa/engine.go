@@ -278,7 +278,7 @@ func (d *Device) runWork(it *work, buf *[]byte) {
 		// The group's only engine: everything taken before this
 		// descriptor has completed, which is all a Drain descriptor
 		// waits for, so no activity count is kept.
-		d.exec.run(it, &it.desc, -1, buf)
+		d.cur.Load().run(it, &it.desc, -1, buf)
 		w.retire(it)
 		return
 	}
@@ -287,7 +287,7 @@ func (d *Device) runWork(it *work, buf *[]byte) {
 		w.activeDrains.Add(1)
 	}
 
-	d.exec.run(it, &it.desc, -1, buf)
+	d.cur.Load().run(it, &it.desc, -1, buf)
 
 	if it.isDrn {
 		w.activeDrains.Add(-1)

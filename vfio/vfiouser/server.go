@@ -39,6 +39,13 @@ type Backend interface {
 	SetMemory(m *guestmem.Memory)
 }
 
+// ClientResetter is a Backend that puts its device back to its reset state
+// when a client disconnects (before its memory is unmapped), so the next
+// client on the socket finds nothing the previous one left.
+type ClientResetter interface {
+	ClientGone()
+}
+
 // Host is what the server offers its backend.
 type Host interface {
 	// Trigger signals vector of IRQ index (the client's eventfd), if bound.
@@ -113,7 +120,7 @@ func (s *Server) Listen(l net.Listener) error {
 
 // ServeConn serves one client until it disconnects or breaks framing. On
 // return all client memory is unmapped and IRQ fds are closed; the device
-// state is kept.
+// state is kept unless the backend is a ClientResetter.
 func (s *Server) ServeConn(nc *net.UnixConn) error {
 	c := newConn(nc)
 	defer s.disconnect()
@@ -562,6 +569,9 @@ func (s *Server) disconnect() {
 		}
 	}
 	s.irqMu.Unlock()
+	if r, ok := s.b.(ClientResetter); ok {
+		r.ClientGone()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.maps

@@ -254,3 +254,46 @@ func TestFLRKeepsInterrupts(t *testing.T) {
 	r.w(vfio.PCIConfigRegionIndex, off+8, 0x8000, 2)
 	r.enableDWQ() // fails unless the completion interrupts still arrive
 }
+
+// TestRemapKeepsState: a DMA mapping added and removed while the device
+// is enabled switches the model's memory view without touching its state
+// (it used to rebuild the device), and descriptors go on against the new
+// view; the one aimed at the removed mapping faults.
+func TestRemapKeepsState(t *testing.T) {
+	r := newRig(t, false)
+	r.enableDWQ()
+	extra, err := guestmem.New([]guestmem.Spec{{GPA: 16 << 20, Size: 1 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	reg := extra.Regions()[0]
+	if err := r.c.DMAMap(reg); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.r32(0, dsa.RegGenSts); st&3 != dsa.StateEnabled {
+		t.Fatalf("GENSTS %#x after DMA_MAP: device lost its state", st)
+	}
+	extra.WriteAt(bytes.Repeat([]byte{0x5a}, 512), 16<<20)
+	d := memmove(16<<20, 0x1000, 0x2000, 512)
+	r.c.WriteRegion(2, 0, d[:])
+	if st := r.waitStatus(0x2000); st != dsa.StatusSuccess {
+		t.Fatalf("status %#x copying from the new mapping", st)
+	}
+	got := make([]byte, 512)
+	r.mem.ReadAt(got, 0x1000)
+	if !bytes.Equal(got, bytes.Repeat([]byte{0x5a}, 512)) {
+		t.Fatal("copy from the new mapping wrong")
+	}
+	if err := r.c.DMAUnmap(reg); err != nil {
+		t.Fatal(err)
+	}
+	d = memmove(16<<20, 0x1000, 0x3000, 512)
+	r.c.WriteRegion(2, 0, d[:])
+	if st := r.waitStatus(0x3000); st&0x3f != dsa.StatusPageFault {
+		t.Fatalf("status %#x reading an unmapped range, want a page fault", st)
+	}
+	if st := r.r32(0, dsa.RegGenSts); st&3 != dsa.StateEnabled {
+		t.Fatalf("GENSTS %#x after DMA_UNMAP", st)
+	}
+}

@@ -202,9 +202,7 @@ func TestENQCMDThroughVfioUser(t *testing.T) {
 	}
 	// This model's PCI function has no PASID capability; a shared WQ needs
 	// PASID enabled, so turn it on behind the function's back.
-	be.mu.RLock()
-	be.fn.Dev.SetPASIDEnabled(true)
-	be.mu.RUnlock()
+	be.Device().SetPASIDEnabled(true)
 	// WQ 0 shared (threshold 8, PASID enable), WQ 1 dedicated, both in group 0.
 	wqcfg := func(wq int, dws [4]uint32) {
 		for i, v := range dws {

@@ -75,31 +75,20 @@ func (d *IOBar) Scratch() uint32 {
 	return d.scratch
 }
 
-func (d *IOBar) Info() vfio.DeviceInfo {
-	return vfio.DeviceInfo{Flags: vfio.DeviceFlagReset | vfio.DeviceFlagPCI, NumRegions: vfio.PCINumRegions, NumIRQs: vfio.PCINumIRQs}
+var ioBarLayout = vfiouser.PCILayout{
+	Name:    "testdev",
+	Regions: map[uint32]uint64{vfio.PCIConfigRegionIndex: ConfigSize, 0: IOBarSize},
 }
 
+func (d *IOBar) Info() vfio.DeviceInfo { return ioBarLayout.Info() }
+
 func (d *IOBar) RegionInfo(index uint32) (vfio.RegionInfo, error) {
-	rw := uint32(vfio.RegionFlagRead | vfio.RegionFlagWrite)
-	switch {
-	case index == vfio.PCIConfigRegionIndex:
-		return vfio.RegionInfo{Index: index, Flags: rw, Size: ConfigSize}, nil
-	case index == 0:
-		return vfio.RegionInfo{Index: index, Flags: rw, Size: IOBarSize}, nil
-	case index < vfio.PCINumRegions:
-		return vfio.RegionInfo{Index: index}, nil
-	}
-	return vfio.RegionInfo{}, errors.New("testdev: no such region")
+	return ioBarLayout.RegionInfo(index, false)
 }
 
 func (d *IOBar) RegionFD(uint32) (int, uint64, bool) { return -1, 0, false }
 
-func (d *IOBar) IRQInfo(index uint32) (vfio.IRQInfo, error) {
-	if index < vfio.PCINumIRQs {
-		return vfio.IRQInfo{Index: index}, nil
-	}
-	return vfio.IRQInfo{}, errors.New("testdev: no such IRQ index")
-}
+func (d *IOBar) IRQInfo(index uint32) (vfio.IRQInfo, error) { return ioBarLayout.IRQInfo(index) }
 
 // regs is the register file as bytes.
 func (d *IOBar) regs() [16]byte {

@@ -82,29 +82,18 @@ func (d *Device) Close() error {
 // Completed counts descriptors completed.
 func (d *Device) Completed() uint64 { return d.done.Load() }
 
-func (d *Device) Info() vfio.DeviceInfo {
-	return vfio.DeviceInfo{Flags: vfio.DeviceFlagReset | vfio.DeviceFlagPCI, NumRegions: vfio.PCINumRegions, NumIRQs: vfio.PCINumIRQs}
+// layout is the test device's region and IRQ shape.
+var layout = vfiouser.PCILayout{
+	Name:    "testdev",
+	Regions: map[uint32]uint64{vfio.PCIConfigRegionIndex: ConfigSize, 0: BAR0Size, PortalBAR: PortalSize},
+	Mmap:    map[uint32]vfio.Area{PortalBAR: {Offset: 0, Size: 4096}},
+	MSIX:    2,
 }
 
+func (d *Device) Info() vfio.DeviceInfo { return layout.Info() }
+
 func (d *Device) RegionInfo(index uint32) (vfio.RegionInfo, error) {
-	rw := uint32(vfio.RegionFlagRead | vfio.RegionFlagWrite)
-	switch index {
-	case vfio.PCIConfigRegionIndex:
-		return vfio.RegionInfo{Index: index, Flags: rw, Size: ConfigSize}, nil
-	case 0:
-		return vfio.RegionInfo{Index: index, Flags: rw, Size: BAR0Size}, nil
-	case PortalBAR:
-		ri := vfio.RegionInfo{Index: index, Flags: rw, Size: PortalSize}
-		if d.portal != nil {
-			ri.Flags |= vfio.RegionFlagMmap
-			ri.Areas = []vfio.Area{{Offset: 0, Size: 4096}}
-		}
-		return ri, nil
-	}
-	if index < vfio.PCINumRegions {
-		return vfio.RegionInfo{Index: index}, nil
-	}
-	return vfio.RegionInfo{}, errors.New("testdev: no such region")
+	return layout.RegionInfo(index, d.portal != nil)
 }
 
 func (d *Device) RegionFD(index uint32) (int, uint64, bool) {
@@ -114,15 +103,7 @@ func (d *Device) RegionFD(index uint32) (int, uint64, bool) {
 	return -1, 0, false
 }
 
-func (d *Device) IRQInfo(index uint32) (vfio.IRQInfo, error) {
-	switch {
-	case index == vfio.PCIMSIXIRQIndex:
-		return vfio.IRQInfo{Index: index, Flags: vfio.IRQFlagEventFD | vfio.IRQFlagNoResize, Count: 2}, nil
-	case index < vfio.PCINumIRQs:
-		return vfio.IRQInfo{Index: index}, nil
-	}
-	return vfio.IRQInfo{}, errors.New("testdev: no such IRQ index")
-}
+func (d *Device) IRQInfo(index uint32) (vfio.IRQInfo, error) { return layout.IRQInfo(index) }
 
 func (d *Device) ReadRegion(index uint32, off uint64, p []byte) error {
 	d.mu.Lock()

@@ -27,13 +27,14 @@ func TinyELF() []byte {
 
 // BzImage wraps payload as a bzImage's compressed kernel would be: four
 // setup sectors with a 2.15 setup header (64-bit entry, loaded high,
-// pref_address 16 MiB), then a protected-mode part with the payload at
-// payload_offset 0x40 and a few bytes after it. The payload is used as
+// pref_address 16 MiB), then a protected-mode part as a real one is laid
+// out: the 64-bit entry at +0x200 (here HLT; JMP back), the payload at
+// payload_offset 0x240 and a few bytes after it. The payload is used as
 // given (compress it, and append the decompressed size as the kernel's
 // build does, for a loadable image).
 func BzImage(payload []byte) []byte {
 	const setupSects = 4
-	const payloadOff = 0x40
+	const payloadOff = 0x240
 	le := binary.LittleEndian
 	b := make([]byte, (setupSects+1)*512+payloadOff, (setupSects+1)*512+payloadOff+len(payload)+16)
 	b[0x1f1] = setupSects
@@ -48,8 +49,9 @@ func BzImage(payload []byte) []byte {
 	le.PutUint32(b[0x238:], 2047)          // cmdline_size
 	le.PutUint32(b[0x248:], payloadOff)    // payload_offset
 	le.PutUint32(b[0x24c:], uint32(len(payload)))
-	le.PutUint64(b[0x258:], 0x1000000) // pref_address
-	le.PutUint32(b[0x260:], 0x400000)  // init_size
+	le.PutUint64(b[0x258:], 0x1000000)                           // pref_address
+	le.PutUint32(b[0x260:], 0x400000)                            // init_size
+	copy(b[(setupSects+1)*512+0x200:], []byte{0xf4, 0xeb, 0xfd}) // startup_64: hlt; jmp .-1
 	b = append(b, payload...)
 	return append(b, make([]byte, 16)...)
 }

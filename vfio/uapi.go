@@ -37,10 +37,12 @@ var (
 	iommuIOASUnmap = linux.IO(linux.VFIO_TYPE, 0x86)
 )
 
+// The IOMMU type godvm asks for (gVisor has it).
+const typeIOMMU1v2 = linux.VFIO_TYPE1v2_IOMMU
+
 // Constants gVisor lacks.
 const (
 	vfioAPIVersion = 0
-	typeIOMMU1v2   = linux.VFIO_TYPE1v2_IOMMU
 
 	groupFlagsViable       = 1
 	groupFlagsContainerSet = 2

@@ -6,7 +6,7 @@ import (
 )
 
 // Numbers from include/uapi/linux/{vfio,iommufd}.h, computed with gcc
-// (shared/reference/vfio.md §1.1).
+// from a small C program that prints each _IO/_IOW/_IOWR value.
 func TestIoctlNumbers(t *testing.T) {
 	for _, c := range []struct {
 		name string

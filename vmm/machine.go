@@ -246,10 +246,8 @@ func (m *Machine) build() error {
 			return err
 		}
 	}
-	if !c.NoACPI {
-		if err := m.writeACPI(); err != nil {
-			return err
-		}
+	if err := m.writeACPI(); err != nil {
+		return err
 	}
 	if err := m.loadGuest(); err != nil {
 		return err
@@ -357,24 +355,11 @@ func (m *Machine) loadInitrd() error {
 // PCI is the PCI root complex (bus 0) devices are added to.
 func (m *Machine) PCI() *pci.Root { return m.pci }
 
-// Memory is the guest's RAM.
-func (m *Machine) Memory() *guestmem.Memory { return m.mem }
-
 // Platform is what devices attach to.
 func (m *Machine) Platform() *platform.Platform { return m.plat }
 
 // VM is the KVM VM (for device wiring that needs KVM itself, e.g. VFIO).
 func (m *Machine) VM() *kvm.VM { return m.vm }
-
-// CPUs is the number of vCPUs.
-func (m *Machine) CPUs() int { return m.cfg.CPUs }
-
-// RAM is the guest's RAM layout.
-func (m *Machine) RAM() []layout.Region { return m.ram }
-
-// SetRSDP records where ACPI tables put their RSDP (a DeviceFunc writing
-// ACPI tables calls it); boot_params.acpi_rsdp_addr points there.
-func (m *Machine) SetRSDP(addr uint64) { m.rsdp = addr }
 
 // Cmdline is the full guest command line.
 func (m *Machine) Cmdline() string { return m.cmdline }

@@ -192,10 +192,6 @@ func (m *Machine) stop(r Result) {
 	}
 }
 
-// Fail stops the machine with a VMM error (a device whose back end died);
-// Run then returns err.
-func (m *Machine) Fail(err error) { m.stop(Result{Reason: ReasonError, Err: err}) }
-
 // vcpuGrace bounds how long Run waits for kicked vCPU threads.
 const vcpuGrace = 5 * time.Second
 

@@ -21,15 +21,31 @@ func TestParseSize(t *testing.T) {
 	for in, want := range map[string]uint64{
 		"512M": 512 << 20, "2G": 2 << 30, "2g": 2 << 30, "1GiB": 1 << 30, "64MB": 64 << 20,
 		"4096K": 4 << 20, "256": 256 << 20, " 1T ": 1 << 40,
+		// "B" alone is bytes, not the MiB of a bare number.
+		"512B": 512, "512b": 512, "33554432B": 32 << 20, "2KB": 2 << 10, "3KiB": 3 << 10,
 	} {
 		if got, err := ParseSize(in); err != nil || got != want {
 			t.Errorf("%q: %d %v, want %d", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "M", "0", "-1G", "1.5G", "12X", "99999999999999999999G", "9000000000T"} {
+	for _, bad := range []string{"", "M", "0", "-1G", "1.5G", "12X", "99999999999999999999G", "9000000000T", "512iB", "B", "MiB"} {
 		if v, err := ParseSize(bad); err == nil {
 			t.Errorf("%q accepted as %d", bad, v)
 		}
+	}
+}
+
+// 512B is 512 bytes, which the machine then refuses as too small, before
+// it reads the kernel or opens /dev/kvm.
+func TestParseSizeBytesTooSmall(t *testing.T) {
+	size, err := ParseSize("512B")
+	if err != nil || size != 512 {
+		t.Fatalf("ParseSize(512B) = %d, %v; want 512", size, err)
+	}
+	err = Check(Config{Kernel: "/nonexistent/vmlinux", Memory: size})
+	var ie *InputError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "--memory: memory size 512 bytes is too small (minimum 32 MiB)") {
+		t.Fatalf("Check with 512 bytes of RAM: %v", err)
 	}
 }
 

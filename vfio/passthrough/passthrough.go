@@ -76,20 +76,6 @@ type mapping struct {
 	slot   bool
 }
 
-// Add opens nothing: it takes an open device, DMA-maps guest RAM, builds the
-// virtual configuration space and adds the function to root.
-func Add(p *platform.Platform, root *pci.Root, dev vfio.Device) error {
-	d, err := New(p, dev, "vfio")
-	if err != nil {
-		return err
-	}
-	if _, err := root.Add(d.name, d); err != nil {
-		d.Close()
-		return err
-	}
-	return nil
-}
-
 // New builds the passthrough function without adding it to a root.
 func New(p *platform.Platform, dev vfio.Device, name string) (*Device, error) {
 	info := dev.Info()

@@ -301,7 +301,11 @@ func TestMSIXPagesStayTrapped(t *testing.T) {
 	root, _ := pci.NewRoot(p, pci.RootConfig{ECAM: pci.Window{Base: 0xE000_0000, Size: 1 << 20},
 		Mem32: pci.Window{Base: 0xC000_0000, Size: 0x2000_0000}, Mem64: pci.Window{Base: 0x10_0000_0000, Size: 0x10_0000_0000}})
 	fd := newFakeDev()
-	if err := Add(p, root, fd); err != nil {
+	d, err := New(p, fd, "vfio")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Add("vfio", d); err != nil {
 		t.Fatal(err)
 	}
 	// Page 1 (table and PBA) is left out: two runs around it.

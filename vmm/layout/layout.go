@@ -139,6 +139,9 @@ func (r Region) End() uint64 { return r.Start + r.Size }
 // from 0, the rest from 4 GiB.
 func RAM(size uint64) ([]Region, error) {
 	if size < MinMemory {
+		if size < MiB {
+			return nil, fmt.Errorf("memory size %d bytes is too small (minimum %d MiB)", size, MinMemory/MiB)
+		}
 		return nil, fmt.Errorf("memory size %d MiB is too small (minimum %d MiB)", size/MiB, MinMemory/MiB)
 	}
 	if size > MaxMemory {

@@ -1,7 +1,9 @@
 // Package x86 holds the 64-bit Linux boot protocol's CPU state as plain data:
 // the boot GDT, identity-mapped page tables, segment and control registers,
 // general registers, MSRs, FPU defaults and the per-vCPU CPUID adjustments.
-// Nothing here talks to KVM; vmm/ copies these values into the kvm types.
+// Nothing here makes a system call: the types that KVM takes as they are
+// (segments, descriptor tables, CPUID entries) are aliases of the kvm types,
+// and vmm/ hands these values to the vCPU.
 //
 // The 64-bit boot protocol (Documentation/arch/x86/boot.rst, "64-bit Boot
 // Protocol") asks for: long mode with paging, an identity map covering the

@@ -272,15 +272,15 @@ func (m *Machine) addLegacy() error {
 	}{
 		{layout.PortCOM1, 8, "serial", m.serial},
 		{layout.PortCMOS, 2, "cmos", legacy.NewCMOS(nil)},
-		{0x80, 1, "post", legacy.Sink{V: 0xff}},
-		{layout.PortI8042 + 4, 1, "i8042", legacy.I8042{S: stop}},
+		{layout.PortPOST, 1, "post", legacy.Sink{V: 0xff}},
+		{layout.PortI8042Cmd, 1, "i8042", legacy.I8042{S: stop}},
 		{layout.PortDebugExit, 1, "debug-exit", legacy.DebugExit{S: stop}},
 		{layout.PortBootTimer, 1, "boot-timer", m.bootTimer},
 		{layout.PortPVPanic, 1, "pvpanic", legacy.PVPanic{S: stop}},
 		{layout.PortPM1aEvent, 4, "pm1a-evt", &legacy.PM1aEvent{}},
 		{layout.PortPM1aCtrl, 2, "pm1a-cnt", &legacy.PM1aControl{S: stop}},
-		// 0xcf9 (reset control) belongs to the PCI root's 0xcf8-0xcff
-		// range; addPCIRoot wires its reset to the lifecycle.
+		// layout.PortResetCF9 (reset control) belongs to the PCI root's
+		// configuration ports; addPCIRoot wires its reset to the lifecycle.
 	}
 	for _, d := range devs {
 		if err := m.pio.Register(d.base, d.size, d.name, d.dev); err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"godvm/devices/bus"
+	"godvm/devices/pci"
 	"godvm/devices/platform"
 	"godvm/internal/testkernel"
 	"godvm/vmm/layout"
@@ -220,7 +221,7 @@ func TestPanicAndPowerOff(t *testing.T) {
 		{layout.PortPVPanic, []byte{1}, ReasonPanic},
 		{layout.PortPM1aCtrl, []byte{0, 0x34}, ReasonPowerOff},
 		{layout.PortResetCF9, []byte{6}, ReasonReset},
-		{layout.PortI8042 + 4, []byte{0xfe}, ReasonReset},
+		{layout.PortI8042Cmd, []byte{0xfe}, ReasonReset},
 	} {
 		m := newTestMachine(t, &bytes.Buffer{}, &irqRec{})
 		m.pioAccess(c.port, c.data, true)
@@ -246,10 +247,10 @@ func TestTraceWrite(t *testing.T) {
 // The PCI root answers config cycles: the host bridge at 00:00.0.
 func TestPCIRootWired(t *testing.T) {
 	m := newTestMachine(t, &bytes.Buffer{}, &irqRec{})
-	m.pioAccess(0xcf8, []byte{0, 0, 0, 0x80}, true) // bus 0 dev 0 fn 0 reg 0
+	m.pioAccess(layout.PortPCIConfig, []byte{0, 0, 0, 0x80}, true) // bus 0 dev 0 fn 0 reg 0
 	id := make([]byte, 4)
-	if !m.pioAccess(0xcfc, id, false) {
-		t.Fatal("0xcfc not answered")
+	if !m.pioAccess(layout.PortPCIConfig+pci.ConfigDataOff, id, false) {
+		t.Fatal("the configuration data port not answered")
 	}
 	if id[0] != 0x36 || id[1] != 0x1b {
 		t.Errorf("host bridge vendor % x", id)

@@ -17,7 +17,12 @@ func testConfig() Config {
 		Mem32:      Window{0xc000_0000, 0x2000_0000},
 		Mem64:      Window{0x10_0000_0000, 0x10_0000_0000},
 		IO:         Window{0xc000, 0x4000},
-		COM1:       true,
+		LAPIC:      0xfee00000, IOAPIC: 0xfec00000,
+		PCIConfigPort: 0xcf8,
+		PM1aEvent:     0x600, PM1aControl: 0x604, SCI: 9,
+		ResetPort: 0xcf9, ResetValue: 6,
+		COM1Port: 0x3f8, COM1IRQ: 4,
+		PVPanicPort: 0x505,
 	}
 }
 
@@ -249,6 +254,11 @@ func TestBadConfig(t *testing.T) {
 		func(c *Config) { c.Mem32 = Window{0xf000_0000, 0x2000_0000} },
 		func(c *Config) { c.OEMID = "TOOLONGID" },
 		func(c *Config) { c.IO = Window{0xf000, 0x2000} },
+		func(c *Config) { c.LAPIC = 0 },
+		func(c *Config) { c.PCIConfigPort = 0 },
+		func(c *Config) { c.PM1aControl = 0 },
+		func(c *Config) { c.ResetPort = 0 },
+		func(c *Config) { c.COM1IRQ = 0 },
 	} {
 		c := testConfig()
 		mod(&c)
@@ -263,7 +273,7 @@ func TestPMTimerAndNoMem64(t *testing.T) {
 	c.PMTimer = 0x608
 	c.Mem64 = Window{}
 	c.IO = Window{}
-	c.COM1 = false
+	c.COM1Port = 0
 	blob, rsdp, err := Build(c)
 	if err != nil {
 		t.Fatal(err)

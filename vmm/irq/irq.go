@@ -25,6 +25,7 @@ import (
 
 	"godvm/devices/platform"
 	"godvm/kvm"
+	"godvm/vmm/layout"
 )
 
 // VM is the part of a KVM VM fd the controller uses.
@@ -39,8 +40,8 @@ type VM interface {
 
 // Config sets the controller's number spaces.
 type Config struct {
-	// FirstMSIGSI is the first GSI handed to MSI vectors (default 24, after
-	// the IOAPIC pins).
+	// FirstMSIGSI is the first GSI handed to MSI vectors (default
+	// layout.FirstMSIGSI, after the IOAPIC pins).
 	FirstMSIGSI uint32
 	// GSILimit bounds GSIs and the routing table's length (default 4096,
 	// KVM_MAX_IRQ_ROUTES; KVM_CHECK_EXTENSION(KVM_CAP_IRQ_ROUTING) reports it).
@@ -62,7 +63,7 @@ type Config struct {
 // n < 24, and GSIs 0-15 also to the PIC (master pins 0-7, slave pins 0-7).
 func KVMDefaultRoutes() []kvm.IRQRoutingEntry {
 	var r []kvm.IRQRoutingEntry
-	for gsi := uint32(0); gsi < 24; gsi++ {
+	for gsi := uint32(0); gsi < layout.IOAPICPins; gsi++ {
 		r = append(r, kvm.IRQChipRoute(gsi, kvm.IRQChipIOAPIC, gsi))
 		if gsi < 8 {
 			r = append(r, kvm.IRQChipRoute(gsi, kvm.IRQChipPICMaster, gsi))
@@ -80,7 +81,7 @@ func KVMDefaultRoutes() []kvm.IRQRoutingEntry {
 // as in KVMDefaultRoutes.
 func ISAOverrideRoutes() []kvm.IRQRoutingEntry {
 	var r []kvm.IRQRoutingEntry
-	for gsi := uint32(0); gsi < 24; gsi++ {
+	for gsi := uint32(0); gsi < layout.IOAPICPins; gsi++ {
 		switch {
 		case gsi == 0:
 			r = append(r, kvm.IRQChipRoute(0, kvm.IRQChipIOAPIC, 2))
@@ -135,7 +136,7 @@ var (
 // (or Sync).
 func New(vm VM, cfg Config) *Controller {
 	if cfg.FirstMSIGSI == 0 {
-		cfg.FirstMSIGSI = 24
+		cfg.FirstMSIGSI = layout.FirstMSIGSI
 	}
 	if cfg.GSILimit == 0 {
 		cfg.GSILimit = 4096

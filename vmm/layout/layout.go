@@ -1,6 +1,9 @@
-// Package layout is godvm's guest-physical address map: every fixed address
-// the VMM, the boot code, the ACPI/MP tables and the device windows use is
-// defined here and nowhere else.
+// Package layout is godvm's guest-physical address map: every fixed address,
+// port and interrupt line the VMM, the boot code, the ACPI/MP tables and the
+// device windows use is defined here and nowhere else. Packages outside vmm
+// (devices/acpi, devices/pci) hold none of their own: vmm passes these in
+// (vmm/tables.go), and vmm/tables_test.go checks that the generated tables
+// and the PCI root's ports equal them.
 //
 //	0x0000_0000  ┌──────────────────────────────┐
 //	             │ real-mode IVT / BDA (unused)  │
@@ -95,22 +98,23 @@ const (
 
 // Legacy port I/O and interrupt lines.
 const (
-	PortCOM1      = 0x3f8
+	PortCOM1      = 0x3f8 // eight ports
 	IRQCOM1       = 4
 	PortCMOS      = 0x70 // index, data at 0x71
-	PortI8042     = 0x60 // 0x60 data .. 0x64 command/status
+	PortPOST      = 0x80 // POST code (written, ignored)
+	PortI8042Cmd  = 0x64 // i8042 command/status (0x60, its data port, is not decoded)
 	PortDebugExit = 0xf4
 	PortBootTimer = 0xf5
 	PortPV64B     = 0xf6 // paravirtual 64-byte store (MOVDIR64B/ENQCMDS): protocol in vmm/emulate's package doc
 	PortPVPanic   = 0x505
 	PortPM1aEvent = 0x600 // 4 bytes
 	PortPM1aCtrl  = 0x604 // 2 bytes
-	PortResetCF9  = 0xcf9
-	PortPCIConfig = 0xcf8 // 0xcf8 address, 0xcfc-0xcff data
-	IOAPICPins    = 24    // GSIs 0-23 are IOAPIC pins
+	PortPCIConfig = 0xcf8 // PCI configuration mechanism #1: 0xcf8 address, 0xcf9 reset, 0xcfc-0xcff data
+	PortResetCF9  = PortPCIConfig + 1
+	IOAPICPins    = 24 // GSIs 0-23 are IOAPIC pins (KVM's IOAPIC)
 	SCIIRQ        = 9
-	FirstMSIGSI   = 24  // GSIs from here on are MSI routes
-	MaxVCPUs      = 254 // APIC IDs 0..N-1; the IOAPIC takes ID N
+	FirstMSIGSI   = IOAPICPins // GSIs from here on are MSI routes
+	MaxVCPUs      = 254        // APIC IDs 0..N-1; the IOAPIC takes ID N
 	DefaultMemory = 512 * MiB
 	DefaultVCPUs  = 1
 )

@@ -109,7 +109,7 @@ func TestE820(t *testing.T) {
 // the 64 KiB port space and is aligned for its largest BAR.
 func TestPCIIOWindow(t *testing.T) {
 	ports := map[string]Region{
-		"COM1": {PortCOM1, 8}, "CMOS": {PortCMOS, 2}, "i8042": {PortI8042, 5}, "debug exit": {PortDebugExit, 1},
+		"COM1": {PortCOM1, 8}, "CMOS": {PortCMOS, 2}, "POST": {PortPOST, 1}, "i8042": {PortI8042Cmd, 1}, "debug exit": {PortDebugExit, 1},
 		"boot timer": {PortBootTimer, 1}, "pv64b": {PortPV64B, 1}, "pvpanic": {PortPVPanic, 1},
 		"PM1a event": {PortPM1aEvent, 4}, "PM1a control": {PortPM1aCtrl, 2}, "reset": {PortResetCF9, 1},
 		"PCI config": {PortPCIConfig, 8}, "PIC/PIT/ELCR (KVM)": {0x20, 0x4d2 - 0x20},

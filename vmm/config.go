@@ -22,7 +22,7 @@ const BaseCmdline = "console=ttyS0"
 
 // DeviceFunc attaches a device to the machine under construction. It runs
 // after guest memory, the buses, the interrupt controller and the PCI root
-// exist (m.Platform(), m.PCI(), m.VM()) and before the ACPI tables are
+// exist (m.Platform(), m.PCI(), m.KVMVFIO()) and before the ACPI tables are
 // written, so that the tables describe what was added. Resources the device
 // holds are released with m.AddCloser.
 type DeviceFunc func(m *Machine) error

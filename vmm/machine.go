@@ -58,6 +58,7 @@ type Machine struct {
 	bootTimer *legacy.BootTimer
 	vcpus     []*vcpu
 	rsdp      uint64
+	kvmVFIO   *KVMVFIO // created by the first kernel VFIO device
 
 	stats   stats
 	stopMu  sync.Mutex
@@ -357,9 +358,6 @@ func (m *Machine) PCI() *pci.Root { return m.pci }
 
 // Platform is what devices attach to.
 func (m *Machine) Platform() *platform.Platform { return m.plat }
-
-// VM is the KVM VM (for device wiring that needs KVM itself, e.g. VFIO).
-func (m *Machine) VM() *kvm.VM { return m.vm }
 
 // Cmdline is the full guest command line.
 func (m *Machine) Cmdline() string { return m.cmdline }

@@ -17,8 +17,8 @@ import (
 	"godvm/vfio/vfiouser/dsabackend"
 )
 
-func init() {
-	subcommands = append(subcommands, &cli.Command{
+func dsaServerCommand() *cli.Command {
+	return &cli.Command{
 		Name:      "dsa-server",
 		Usage:     "serve a software DSA to a VMM over vfio-user (godvm run --vfio-user SOCKET)",
 		UsageText: "godvm dsa-server --socket PATH [--dsa wqs=8,wq-size=128,...] [--portal mapped|trapped] [--seccomp on|off]",
@@ -29,7 +29,7 @@ func init() {
 			seccompFlag(),
 		},
 		Action: runDSAServer,
-	})
+	}
 }
 
 func runDSAServer(c *cli.Context) error {

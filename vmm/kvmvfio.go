@@ -8,7 +8,7 @@ import (
 
 // KVMVFIO is the VM's KVM-VFIO pseudo-device (KVM_DEV_TYPE_VFIO): kernel
 // VFIO tells KVM about each group or device cdev through it. It has the
-// methods of vfio.KVMDevice, so a DeviceFunc passes it to vfio.WithKVM.
+// methods of vfio/kernel.KVMDevice, so a DeviceFunc passes it to kernel.WithKVM.
 type KVMVFIO struct{ d *kvm.Device }
 
 // AddFile is KVM_DEV_VFIO_FILE_ADD for a VFIO group or device cdev fd.

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"godvm/addr"
 	"godvm/devices/bus"
 	"godvm/devices/pci"
 	"godvm/devices/platform"
@@ -38,7 +39,7 @@ func inputErr(format string, a ...any) error { return &InputError{fmt.Errorf(for
 type Machine struct {
 	cfg    Config
 	kernel *boot.Kernel
-	ram    []layout.Region
+	ram    []addr.Range
 	initrd struct {
 		addr, size uint64
 	}
@@ -210,7 +211,7 @@ func (m *Machine) build() error {
 
 	specs := make([]guestmem.Spec, len(m.ram))
 	for i, r := range m.ram {
-		specs[i] = guestmem.Spec{GPA: r.Start, Size: r.Size}
+		specs[i] = guestmem.Spec{GPA: r.Base, Size: r.Size}
 	}
 	mem, err := guestmem.New(specs)
 	if err != nil {
@@ -222,7 +223,7 @@ func (m *Machine) build() error {
 		h := r.Host()
 		if err := vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{
 			Slot: uint32(i), GuestPhysAddr: r.GPA, MemorySize: r.Size,
-			UserspaceAddr: hostAddr(h),
+			UserspaceAddr: addr.Host(h),
 		}); err != nil {
 			return fmt.Errorf("map guest RAM at %#x: %w", r.GPA, err)
 		}

@@ -3,6 +3,7 @@ package vmm
 import (
 	"fmt"
 
+	"godvm/addr"
 	"godvm/devices/acpi"
 	"godvm/devices/pci"
 	"godvm/vmm/layout"
@@ -23,10 +24,10 @@ func (m *Machine) addPCIRoot() error {
 
 func pciRootConfig(reset func()) pci.RootConfig {
 	return pci.RootConfig{
-		ECAM:       pci.Window{Base: layout.ECAMStart, Size: layout.ECAMSize},
-		Mem32:      pci.Window{Base: layout.MMIO32Start, Size: layout.MMIO32Size},
-		Mem64:      pci.Window{Base: layout.MMIO64Start, Size: layout.MMIO64Size},
-		IO:         pci.Window{Base: layout.PCIIOStart, Size: layout.PCIIOSize},
+		ECAM:       addr.Range{Base: layout.ECAMStart, Size: layout.ECAMSize},
+		Mem32:      addr.Range{Base: layout.MMIO32Start, Size: layout.MMIO32Size},
+		Mem64:      addr.Range{Base: layout.MMIO64Start, Size: layout.MMIO64Size},
+		IO:         addr.Range{Base: layout.PCIIOStart, Size: layout.PCIIOSize},
 		ConfigPort: layout.PortPCIConfig,
 		Reset:      reset,
 	}
@@ -41,9 +42,9 @@ func acpiConfig(cpus int) acpi.Config {
 		IOAPIC:        layout.IOAPICBase,
 		ECAM:          layout.ECAMStart,
 		ECAMBusEnd:    uint8(layout.ECAMSize>>20 - 1),
-		Mem32:         acpi.Window{Base: layout.MMIO32Start, Size: layout.MMIO32Size},
-		Mem64:         acpi.Window{Base: layout.MMIO64Start, Size: layout.MMIO64Size},
-		IO:            acpi.Window{Base: layout.PCIIOStart, Size: layout.PCIIOSize},
+		Mem32:         addr.Range{Base: layout.MMIO32Start, Size: layout.MMIO32Size},
+		Mem64:         addr.Range{Base: layout.MMIO64Start, Size: layout.MMIO64Size},
+		IO:            addr.Range{Base: layout.PCIIOStart, Size: layout.PCIIOSize},
 		PCIConfigPort: layout.PortPCIConfig,
 		PM1aEvent:     layout.PortPM1aEvent,
 		PM1aControl:   layout.PortPM1aCtrl,

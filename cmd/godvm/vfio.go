@@ -6,7 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"godvm/vfio"
+	vfiokernel "godvm/vfio/kernel"
 	"godvm/vfio/passthrough"
 	"godvm/vfio/vfiouser"
 	"godvm/vmm"
@@ -56,7 +56,7 @@ func setupVFIO(c *cli.Context, cfg *vmm.Config) error {
 			if err != nil {
 				return fmt.Errorf("--vfio: %w", err)
 			}
-			dev, err := vfio.Open(spec, vfio.WithKVM(kd))
+			dev, err := vfiokernel.Open(spec, vfiokernel.WithKVM(kd))
 			if err != nil {
 				return &vmm.InputError{Err: err}
 			}

@@ -12,12 +12,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-)
 
-// Window is an address range [Base, Base+Size).
-type Window struct {
-	Base, Size uint64
-}
+	"godvm/addr"
+)
 
 // Config describes the machine the tables describe. Every address and port
 // comes from the caller (godvm: vmm/layout); the package holds none of its
@@ -30,14 +27,14 @@ type Config struct {
 	IOAPIC   uint32 // I/O APIC base (required)
 	IOAPICID uint8  // I/O APIC ID (0: CPUs, i.e. after the CPUs' IDs)
 
-	ECAM       uint64 // PCI ECAM base
-	ECAMBusEnd uint8  // last bus in the ECAM window (0 for bus 0 only, 255 for 256 MiB)
-	Mem32      Window // PCI 32-bit MMIO window
-	Mem64      Window // PCI 64-bit MMIO window (Size 0: none)
+	ECAM       uint64     // PCI ECAM base
+	ECAMBusEnd uint8      // last bus in the ECAM window (0 for bus 0 only, 255 for 256 MiB)
+	Mem32      addr.Range // PCI 32-bit MMIO window
+	Mem64      addr.Range // PCI 64-bit MMIO window (Size 0: none)
 	// IO is the PCI I/O window (I/O BARs), the one port range the host
 	// bridge forwards. Size 0: none (the bridge forwards no ports but its
 	// configuration ports, which are always declared).
-	IO Window
+	IO addr.Range
 	// PCIConfigPort is the first of the host bridge's eight configuration
 	// mechanism #1 ports (address, reset control, data) (required).
 	PCIConfigPort uint16

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"godvm/addr"
 )
 
 func testConfig() Config {
@@ -14,9 +16,9 @@ func testConfig() Config {
 		CPUs:       4,
 		ECAM:       0xe000_0000,
 		ECAMBusEnd: 255,
-		Mem32:      Window{0xc000_0000, 0x2000_0000},
-		Mem64:      Window{0x10_0000_0000, 0x10_0000_0000},
-		IO:         Window{0xc000, 0x4000},
+		Mem32:      addr.Range{Base: 0xc000_0000, Size: 0x2000_0000},
+		Mem64:      addr.Range{Base: 0x10_0000_0000, Size: 0x10_0000_0000},
+		IO:         addr.Range{Base: 0xc000, Size: 0x4000},
 		LAPIC:      0xfee00000, IOAPIC: 0xfec00000,
 		PCIConfigPort: 0xcf8,
 		PM1aEvent:     0x600, PM1aControl: 0x604, SCI: 9,
@@ -251,9 +253,9 @@ func TestBadConfig(t *testing.T) {
 		func(c *Config) { c.CPUs = 256 },
 		func(c *Config) { c.Base = 0xe0008 },
 		func(c *Config) { c.ECAM = 0 },
-		func(c *Config) { c.Mem32 = Window{0xf000_0000, 0x2000_0000} },
+		func(c *Config) { c.Mem32 = addr.Range{Base: 0xf000_0000, Size: 0x2000_0000} },
 		func(c *Config) { c.OEMID = "TOOLONGID" },
-		func(c *Config) { c.IO = Window{0xf000, 0x2000} },
+		func(c *Config) { c.IO = addr.Range{Base: 0xf000, Size: 0x2000} },
 		func(c *Config) { c.LAPIC = 0 },
 		func(c *Config) { c.PCIConfigPort = 0 },
 		func(c *Config) { c.PM1aControl = 0 },
@@ -271,8 +273,8 @@ func TestBadConfig(t *testing.T) {
 func TestPMTimerAndNoMem64(t *testing.T) {
 	c := testConfig()
 	c.PMTimer = 0x608
-	c.Mem64 = Window{}
-	c.IO = Window{}
+	c.Mem64 = addr.Range{}
+	c.IO = addr.Range{}
 	c.COM1Port = 0
 	blob, rsdp, err := Build(c)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 
+	"godvm/addr"
 	"godvm/devices/platform"
 )
 
@@ -19,21 +20,17 @@ type Device interface {
 	BARs() [NumBARs]BAR
 }
 
-// Window is a range of guest-physical (or port) addresses BARs are placed in.
-type Window struct {
-	Base, Size uint64
-}
-
-// End is the first address after the window.
-func (w Window) End() uint64 { return w.Base + w.Size }
+// Window is the range type, addr.Range, under the name older callers use;
+// new code names addr.Range.
+type Window = addr.Range
 
 // RootConfig is what the VMM tells the root about the machine (the numbers
 // come from vmm/layout).
 type RootConfig struct {
-	ECAM  Window // ECAM (MMCONFIG); Size is a multiple of 1 MiB (one bus each)
-	Mem32 Window // 32-bit BARs
-	Mem64 Window // 64-bit BARs (empty: they go into Mem32)
-	IO    Window // I/O BARs (empty: devices with I/O BARs are refused)
+	ECAM  addr.Range // ECAM (MMCONFIG); Size is a multiple of 1 MiB (one bus each)
+	Mem32 addr.Range // 32-bit BARs
+	Mem64 addr.Range // 64-bit BARs (empty: they go into Mem32)
+	IO    addr.Range // I/O BARs (empty: devices with I/O BARs are refused)
 	// ConfigPort is the first of the eight ports of configuration
 	// mechanism #1: the address latch at ConfigPort+ConfigAddrOff, the reset
 	// control register at +ResetOff, data at +ConfigDataOff..+7 (godvm:
@@ -202,7 +199,7 @@ func (r *Root) AddAt(n int, name string, dev Device) error {
 
 func (r *Root) alloc(b BAR) (uint64, error) {
 	var key string
-	var w Window
+	var w addr.Range
 	align := b.Size
 	switch b.Type {
 	case BARIO:

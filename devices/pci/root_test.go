@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"godvm/addr"
 	"godvm/devices/bus"
 )
 
@@ -16,10 +17,10 @@ const (
 
 func testRootConfig() RootConfig {
 	return RootConfig{
-		ECAM:       Window{0xe000_0000, 0x1000_0000},
-		Mem32:      Window{0xc000_0000, 0x2000_0000},
-		Mem64:      Window{0x10_0000_0000, 0x10_0000_0000},
-		IO:         Window{0xc000, 0x4000},
+		ECAM:       addr.Range{Base: 0xe000_0000, Size: 0x1000_0000},
+		Mem32:      addr.Range{Base: 0xc000_0000, Size: 0x2000_0000},
+		Mem64:      addr.Range{Base: 0x10_0000_0000, Size: 0x10_0000_0000},
+		IO:         addr.Range{Base: 0xc000, Size: 0x4000},
 		ConfigPort: cfgAddrPort,
 	}
 }
@@ -145,8 +146,8 @@ func TestRootEnumeration(t *testing.T) {
 
 func TestRootWindowsExhausted(t *testing.T) {
 	cfg := testRootConfig()
-	cfg.Mem32 = Window{0xc000_0000, 0x2000}
-	cfg.IO = Window{}
+	cfg.Mem32 = addr.Range{Base: 0xc000_0000, Size: 0x2000}
+	cfg.IO = addr.Range{}
 	r, err := NewRoot(newPlat(), cfg)
 	must(t, err)
 	big := NewConfigSpace(nil, "big", Header{})
@@ -175,7 +176,7 @@ func TestRootWindowsExhausted(t *testing.T) {
 		t.Fatal("bad ECAM accepted")
 	}
 	bad = testRootConfig()
-	bad.Mem32 = Window{0xffff_0000, 0x10_0000}
+	bad.Mem32 = addr.Range{Base: 0xffff_0000, Size: 0x10_0000}
 	if _, err := NewRoot(newPlat(), bad); err == nil {
 		t.Fatal("32-bit window above 4 GiB accepted")
 	}

@@ -23,13 +23,14 @@ import (
 	"log/slog"
 	"sync"
 
+	"godvm/addr"
 	"godvm/devices/bus"
 	"godvm/devices/pci"
 	"godvm/devices/platform"
 	"godvm/vfio"
 )
 
-const pageSize = 4096
+const pageSize = addr.PageSize
 
 // Device is a passthrough PCI function.
 type Device struct {

@@ -32,7 +32,11 @@
 // I/O window (I/O BARs) is 0xc000-0xffff.
 package layout
 
-import "fmt"
+import (
+	"fmt"
+
+	"godvm/addr"
+)
 
 const (
 	KiB = 1 << 10
@@ -131,17 +135,9 @@ const (
 	PCIIOSize  = 0x4000
 )
 
-// Region is a span of guest-physical address space.
-type Region struct {
-	Start, Size uint64
-}
-
-// End is the first address after r.
-func (r Region) End() uint64 { return r.Start + r.Size }
-
 // RAM splits size bytes of guest RAM around the 32-bit hole: up to LowRAMEnd
 // from 0, the rest from 4 GiB.
-func RAM(size uint64) ([]Region, error) {
+func RAM(size uint64) ([]addr.Range, error) {
 	if size < MinMemory {
 		if size < MiB {
 			return nil, fmt.Errorf("memory size %d bytes is too small (minimum %d MiB)", size, MinMemory/MiB)
@@ -151,13 +147,13 @@ func RAM(size uint64) ([]Region, error) {
 	if size > MaxMemory {
 		return nil, fmt.Errorf("memory size %d MiB is too large (maximum %d MiB)", size/MiB, uint64(MaxMemory)/MiB)
 	}
-	if size%(4*KiB) != 0 {
+	if !addr.PageAligned(size) {
 		return nil, fmt.Errorf("memory size %d is not a multiple of 4 KiB", size)
 	}
 	if size <= LowRAMEnd {
-		return []Region{{0, size}}, nil
+		return []addr.Range{{Base: 0, Size: size}}, nil
 	}
-	return []Region{{0, LowRAMEnd}, {HighRAM, size - LowRAMEnd}}, nil
+	return []addr.Range{{Base: 0, Size: LowRAMEnd}, {Base: HighRAM, Size: size - LowRAMEnd}}, nil
 }
 
 // E820Type is the kind of an e820 entry.
@@ -179,10 +175,10 @@ type E820Entry struct {
 // EBDA, the reserved BIOS area (ACPI and MP tables), RAM from 1 MiB to the
 // hole, RAM above 4 GiB, and the ECAM window reserved (Linux wants MMCONFIG
 // reserved in e820 before it trusts MCFG).
-func E820(ram []Region) []E820Entry {
+func E820(ram []addr.Range) []E820Entry {
 	var out []E820Entry
 	for _, r := range ram {
-		if r.Start == 0 {
+		if r.Base == 0 {
 			out = append(out,
 				E820Entry{0, EBDAStart, E820RAM},
 				E820Entry{EBDAStart, BIOSEnd - EBDAStart, E820Reserved})
@@ -191,7 +187,7 @@ func E820(ram []Region) []E820Entry {
 			}
 			continue
 		}
-		out = append(out, E820Entry{r.Start, r.Size, E820RAM})
+		out = append(out, E820Entry{r.Base, r.Size, E820RAM})
 	}
 	// The ECAM sits between RAM below 4 GiB and the IOAPIC.
 	out = append(out, E820Entry{ECAMStart, ECAMSize, E820Reserved})
@@ -208,9 +204,9 @@ func sortE820(e []E820Entry) {
 }
 
 // LowRAMTop returns the end of the RAM region that starts at 0.
-func LowRAMTop(ram []Region) uint64 {
+func LowRAMTop(ram []addr.Range) uint64 {
 	for _, r := range ram {
-		if r.Start == 0 {
+		if r.Base == 0 {
 			return r.End()
 		}
 	}

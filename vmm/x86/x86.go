@@ -15,6 +15,7 @@ package x86
 import (
 	"encoding/binary"
 
+	"godvm/addr"
 	"godvm/kvm"
 	"godvm/vmm/layout"
 )
@@ -172,7 +173,7 @@ const (
 // memory from layout.PML4: one PML4 page, one PDPT page and layout.PageDirs
 // page directories of 2 MiB pages, all consecutive.
 func PageTables() (gpa uint64, data []byte) {
-	const page = 4096
+	const page = addr.PageSize
 	b := make([]byte, 2*page+layout.PageDirs*page)
 	pml4 := b[0:page]
 	pdpt := b[page : 2*page]

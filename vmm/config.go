@@ -1,7 +1,8 @@
 // Package vmm assembles a godvm machine from a Config: guest memory laid out
 // by vmm/layout, the kernel loaded by vmm/boot, the legacy devices, the MP
 // (and ACPI) tables, one thread per vCPU running KVM_RUN, the exit dispatch
-// (exits.go) and the lifecycle that turns guest requests into godvm's exit
+// (exits.go), the boot trace (stats.go, trace.go, sampler.go) and the
+// lifecycle (run.go) that turns guest requests into godvm's exit
 // statuses.
 package vmm
 

@@ -2,8 +2,9 @@
 // checks exit statuses and the in-kernel agent's KTAP output.
 //
 // Tests that boot a guest need /dev/kvm: they skip, saying so, when it is
-// absent, and fail when it is present but GODVM_TEST_KERNEL is not set or
-// missing. Bad-input tests need neither.
+// absent (or with -short, as `make check` runs them), and fail when it is
+// present but GODVM_TEST_KERNEL is not set or missing. Bad-input tests need
+// neither.
 //
 // On a host without /dev/kvm the suite can run inside images/nested (a QEMU
 // TCG machine with nested kvm_amd) from prebuilt binaries:
@@ -91,6 +92,9 @@ func godvmBinary(t *testing.T) string {
 // requireKVM skips the test when the host has no /dev/kvm.
 func requireKVM(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short (make check): skipping a test that boots a guest")
+	}
 	if _, err := os.Stat(kvmDevice); errors.Is(err, os.ErrNotExist) {
 		t.Skipf("%s absent on this host: skipping a test that boots a guest", kvmDevice)
 	}

@@ -8,6 +8,8 @@
 #                 (VFIO_USER=1: the DSA served by `godvm dsa-server` over vfio-user)
 #   make bench    `godvm bench $(BENCH_ARGS)` (default --runs 3) on the test
 #                 kernel `make kernel` built (bench finds it: internal/kernelcache)
+#   make check    quick iterations: gofmt check, go vet, go test -short ./...
+#                 (no kernel or initrd build, no root, no guest boots)
 #   make test     gofmt check, go vet, go test with GODVM_TEST_KERNEL/INITRD
 #   make fuzz     run every fuzz target for FUZZTIME (default 30s)
 #   make test-stock-kernel
@@ -57,7 +59,7 @@ FUZZTIME ?= 30s
 # FUZZTIME); 10s keeps most of FUZZTIME for fuzzing.
 FUZZMINIMIZETIME ?= 10s
 
-.PHONY: deps kernel initrd build run bench test test-nested nested-go-test vet fmt-check fuzz clean test-stock-kernel
+.PHONY: deps kernel initrd build run bench check test test-nested nested-go-test vet fmt-check fuzz clean test-stock-kernel
 
 # apt-get runs only when a package is missing, so `make test` stays quick.
 deps:
@@ -105,6 +107,13 @@ endif
 # built or found last ($GODVM_CACHE/kernel-current), as the e2e tests do.
 bench: deps kernel build
 	$(GODVM) bench $(BENCH_ARGS)
+
+# The light loop for a change in progress: nothing is built or installed
+# but Go packages, nothing needs root, and -short skips every test that
+# boots the test kernel (e2e, cmd/godvm's bench). The live tests of kvm/ and
+# vmm/... (tiny hand-made guests) still run where /dev/kvm is usable.
+check: fmt-check vet
+	$(GO) test -short $(GO_TEST_FLAGS) ./...
 
 fmt-check:
 	@out=$$(gofmt -l .); \

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"godvm/internal/proc"
 	"godvm/vmm/probe"
 )
 
@@ -163,24 +163,6 @@ func checkDSAPath(p probe.DSAPath) error {
 	return r.CheckDSAPath(p)
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and a concurrent reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // RunGuest runs `godvm run --boot-trace ARGS...` to completion, sampling the
 // child's memory every 100 ms. With a System.map in env, godvm names
 // functions in its reports (where the vCPUs were at a timeout).
@@ -194,7 +176,7 @@ func RunGuest(ctx context.Context, env *Env, limit time.Duration, args ...string
 	}
 	full = append(full, args...)
 	cmd := exec.CommandContext(ctx, env.Godvm, full...)
-	var out syncBuffer
+	var out proc.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -225,16 +207,11 @@ loop:
 	}
 	g.Wall = time.Since(t0)
 	g.Output = out.String()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		g.ExitStatus = ee.ExitCode()
-	default:
+	if g.ExitStatus, err = proc.ExitStatus(err); err != nil {
 		return g, err
 	}
 	if g.ExitStatus != 0 {
-		return g, fmt.Errorf("godvm run exited %d: %s", g.ExitStatus, tail(g.Output, 300))
+		return g, fmt.Errorf("godvm run exited %d: %s", g.ExitStatus, proc.TailBytes(g.Output, 300))
 	}
 	g.Trace, err = ParseTrace(g.Output)
 	return g, err

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"godvm/internal/proc"
 )
 
 // QEMU is the peer VMM godvm is compared with.
@@ -63,19 +65,19 @@ func runPeer(ctx context.Context, env *Env, r *Recorder) error {
 	err := cmd.Run()
 	wall := time.Since(t0).Seconds()
 	r.Info("command", QEMU+" "+strings.Join(args, " "))
-	var ee *exec.ExitError
+	status, werr := proc.ExitStatus(err)
 	switch {
 	case ctx.Err() != nil:
-		r.Info("last output", tail(out.String(), 400))
+		r.Info("last output", proc.TailBytes(out.String(), 400))
 		return fmt.Errorf("%s did not finish within %s", QEMU, limit)
 	case err == nil:
-		return Unavailable("%s exited 0 without the guest agent's result: %s", QEMU, tail(out.String(), 300))
-	case errors.As(err, &ee) && ee.ExitCode() == 1 && agentPassed.MatchString(out.String()):
+		return Unavailable("%s exited 0 without the guest agent's result: %s", QEMU, proc.TailBytes(out.String(), 300))
+	case werr == nil && status == 1 && agentPassed.MatchString(out.String()):
 		// isa-debug-exit: (0<<1)|1, the agent's pass. QEMU's own failures
 		// exit 1 too, hence the KTAP line is required as well.
 		return r.Add("time to agent result", "s", wall)
-	case errors.As(err, &ee) && ee.ExitCode()&1 == 1 && ee.ExitCode() > 1:
-		return fmt.Errorf("guest agent under %s reported failure %d", QEMU, ee.ExitCode()>>1)
+	case werr == nil && status&1 == 1 && status > 1:
+		return fmt.Errorf("guest agent under %s reported failure %d", QEMU, status>>1)
 	default:
 		return Unavailable("%s cannot boot the guest here: %s", QEMU, firstError(out.String(), err))
 	}
@@ -92,16 +94,8 @@ func firstError(out string, err error) string {
 			return l
 		}
 	}
-	if s := tail(out, 200); s != "" {
+	if s := proc.TailBytes(out, 200); s != "" {
 		return s
 	}
 	return err.Error()
-}
-
-func tail(s string, n int) string {
-	s = strings.TrimSpace(s)
-	if len(s) > n {
-		s = "..." + s[len(s)-n:]
-	}
-	return s
 }

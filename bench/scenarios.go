@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"godvm/internal/proc"
 	"godvm/vmm/probe"
 )
 
@@ -243,7 +244,7 @@ func runDSAGuest(ctx context.Context, env *Env, r *Recorder, p DSAPath, args []s
 	}
 	d, ok := ParseDmatest(g.Output)
 	if !ok {
-		return fmt.Errorf("dmatest printed no summary: %s", tail(g.Output, 300))
+		return fmt.Errorf("dmatest printed no summary: %s", proc.TailBytes(g.Output, 300))
 	}
 	if d.Failures > 0 {
 		return fmt.Errorf("dmatest: %d of %d tests failed", d.Failures, d.Tests)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"godvm/internal/proc"
 	"godvm/internal/testkernel"
 )
 
@@ -52,7 +53,7 @@ func TestPanicScenarioExits2(t *testing.T) {
 	out := bootAgent(t, agentRun{Scenarios: []string{"panic"}})
 	out.wantStatus(t, 2)
 	if !strings.Contains(out.Stdout, "deliberate panic") {
-		t.Errorf("console lacks the panic message:\n%s", tail(out.Stdout, 20))
+		t.Errorf("console lacks the panic message:\n%s", proc.TailLines(out.Stdout, 20))
 	}
 }
 

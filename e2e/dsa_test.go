@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"godvm/internal/proc"
 	"godvm/vmm/probe"
 )
 
@@ -109,7 +110,7 @@ func runDSA(t *testing.T, r dsaRun) Output {
 	}
 	m := dmatestSummary.FindStringSubmatch(out.Stdout)
 	if m == nil {
-		t.Fatalf("no dmatest summary line on the console:\n%s", tail(out.Stdout, 40))
+		t.Fatalf("no dmatest summary line on the console:\n%s", proc.TailLines(out.Stdout, 40))
 	}
 	tests, _ := strconv.Atoi(m[2])
 	failures, _ := strconv.Atoi(m[3])

@@ -2,8 +2,9 @@
 // checks exit statuses and the in-kernel agent's KTAP output.
 //
 // Tests that boot a guest need /dev/kvm: they skip, saying so, when it is
-// absent, and fail when it is present but GODVM_TEST_KERNEL is not set or
-// missing. Bad-input tests need neither.
+// absent (or with -short, as `make check` runs them), and fail when it is
+// present but GODVM_TEST_KERNEL is not set or missing. Bad-input tests need
+// neither.
 //
 // On a host without /dev/kvm the suite can run inside images/nested (a QEMU
 // TCG machine with nested kvm_amd) from prebuilt binaries:
@@ -38,6 +39,7 @@ import (
 	"time"
 
 	"godvm/internal/kernelcache"
+	"godvm/internal/proc"
 )
 
 // kvmDevice is where KVM is expected.
@@ -90,6 +92,9 @@ func godvmBinary(t *testing.T) string {
 // requireKVM skips the test when the host has no /dev/kvm.
 func requireKVM(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short (make check): skipping a test that boots a guest")
+	}
 	if _, err := os.Stat(kvmDevice); errors.Is(err, os.ErrNotExist) {
 		t.Skipf("%s absent on this host: skipping a test that boots a guest", kvmDevice)
 	}
@@ -143,14 +148,10 @@ func runGodvm(t *testing.T, limit time.Duration, args ...string) Output {
 	start := time.Now()
 	err := cmd.Run()
 	o := Output{Args: args, Stdout: stdout.String(), Stderr: stderr.String(), Elapsed: time.Since(start)}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case ctx.Err() != nil:
-		t.Fatalf("godvm %s: killed after %v\nconsole:\n%s\nstderr:\n%s", strings.Join(args, " "), limit, tail(o.Stdout, 40), o.Stderr)
-	case errors.As(err, &ee):
-		o.Status = ee.ExitCode()
-	default:
+	if err != nil && ctx.Err() != nil {
+		t.Fatalf("godvm %s: killed after %v\nconsole:\n%s\nstderr:\n%s", strings.Join(args, " "), limit, proc.TailLines(o.Stdout, 40), o.Stderr)
+	}
+	if o.Status, err = proc.ExitStatus(err); err != nil {
 		t.Fatalf("godvm: %v", err)
 	}
 	o.KTAP = ParseKTAP(o.Stdout)
@@ -163,16 +164,8 @@ func (o Output) wantStatus(t *testing.T, status int) {
 	t.Helper()
 	if o.Status != status {
 		t.Fatalf("godvm %s: exit status %d, want %d\nconsole (last lines):\n%s\nstderr:\n%s",
-			strings.Join(o.Args, " "), o.Status, status, tail(o.Stdout, 40), o.Stderr)
+			strings.Join(o.Args, " "), o.Status, status, proc.TailLines(o.Stdout, 40), o.Stderr)
 	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // defaultMemory is the guest RAM of the agent's boots: on kvm_pvm the

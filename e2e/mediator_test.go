@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"godvm/internal/proc"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,16 +24,16 @@ func TestVfioUserDSAMediated(t *testing.T) {
 	testKernel(t) // skips without /dev/kvm
 	dir := t.TempDir()
 	socks := []string{filepath.Join(dir, "guest-a.sock"), filepath.Join(dir, "guest-b.sock")}
-	logs := &syncBuffer{}
-	proc := exec.Command(godvmBinary(t), "dsa-server", "--dsa", "wqs=16,wq-size=256,groups=8,engines=8,version=1.0",
+	logs := &proc.Buffer{}
+	server := exec.Command(godvmBinary(t), "dsa-server", "--dsa", "wqs=16,wq-size=256,groups=8,engines=8,version=1.0",
 		"--vdev", "socket="+socks[0]+",wqs=8,wq-size=128", "--vdev", "socket="+socks[1]+",wqs=8,wq-size=128", "--portal", "mapped")
-	proc.Stdout, proc.Stderr = logs, logs
-	if err := proc.Start(); err != nil {
+	server.Stdout, server.Stderr = logs, logs
+	if err := server.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		proc.Process.Kill()
-		proc.Wait()
+		server.Process.Kill()
+		server.Wait()
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for _, s := range socks {
@@ -55,7 +56,7 @@ func TestVfioUserDSAMediated(t *testing.T) {
 					// (on kvm_pvm each guest alone takes 60-90 s).
 					CPUs:    1,
 					Args:    []string{"--vfio-user", s},
-					OnFail:  func() { t.Logf("dsa-server log:\n%s", tail(logs.String(), 30)) },
+					OnFail:  func() { t.Logf("dsa-server log:\n%s", proc.TailLines(logs.String(), 30)) },
 					Timeout: 600 * time.Second,
 				})
 			})
@@ -65,10 +66,10 @@ func TestVfioUserDSAMediated(t *testing.T) {
 	out := logs.String()
 	for _, v := range []string{"vdev=0", "vdev=1"} {
 		if !strings.Contains(out, "vfio-user client connected "+v) {
-			t.Errorf("dsa-server log shows no client on %s:\n%s", v, tail(out, 30))
+			t.Errorf("dsa-server log shows no client on %s:\n%s", v, proc.TailLines(out, 30))
 		}
 	}
 	if t.Failed() {
-		t.Logf("dsa-server log:\n%s", tail(out, 30))
+		t.Logf("dsa-server log:\n%s", proc.TailLines(out, 30))
 	}
 }

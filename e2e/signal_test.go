@@ -5,16 +5,16 @@ package e2e
 // the guest wrote before the signal is in the image.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"godvm/internal/proc"
 )
 
 // TestSignalFlushesDisk runs the agent's virtio-blk-hold scenario: a
@@ -31,43 +31,29 @@ func TestSignalFlushesDisk(t *testing.T) {
 	args := []string{"run", "--kernel", kernel, "--memory", defaultMemory, "--timeout", "240s",
 		"--cmdline", "quiet godvm_agent.run=virtio-blk-hold", "--disk", img + ",id=godvm-rw"}
 	cmd := exec.CommandContext(ctx, godvmBinary(t), args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var console strings.Builder
 	signalled := false
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		line := sc.Text()
-		console.WriteString(line + "\n")
+	console, status, err := proc.WatchLines(cmd, func(line string) {
 		if !signalled && strings.HasPrefix(printkTime.ReplaceAllString(line, ""), "# blk_hold_written=1") {
 			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
+				t.Error(err)
 			}
 			signalled = true
 		}
-	}
-	err = cmd.Wait()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	status := cmd.ProcessState.ExitCode()
-	k := ParseKTAP(console.String())
+	k := ParseKTAP(console)
 	if !signalled {
-		t.Fatalf("the virtio-blk-hold scenario never wrote (status %d):\n%s\nstderr:\n%s", status, tail(console.String(), 30), stderr.String())
+		t.Fatalf("the virtio-blk-hold scenario never wrote (status %d):\n%s\nstderr:\n%s", status, proc.TailLines(console, 30), stderr.String())
 	}
 	if _, done := k.Result("virtio-blk-hold"); done {
-		t.Fatalf("the scenario ended before the signal stopped the guest (status %d): the test proves nothing\n%s", status, tail(console.String(), 20))
+		t.Fatalf("the scenario ended before the signal stopped the guest (status %d): the test proves nothing\n%s", status, proc.TailLines(console, 20))
 	}
 	if status != 143 {
-		t.Fatalf("exit status %d, want 143 (128 + SIGTERM)\nconsole:\n%s\nstderr:\n%s", status, tail(console.String(), 30), stderr.String())
+		t.Fatalf("exit status %d, want 143 (128 + SIGTERM)\nconsole:\n%s\nstderr:\n%s", status, proc.TailLines(console, 30), stderr.String())
 	}
 	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "godvm: stopped by SIGTERM: vCPU 0 at RIP") ||

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"godvm/internal/proc"
 )
 
 // TestStockKernel boots a distribution's stock kernel as it is shipped
@@ -59,10 +61,10 @@ func TestStockKernel(t *testing.T) {
 	}
 	if !regexp.MustCompile(`Kernel panic - not syncing: VFS: Unable to mount root fs`).MatchString(out.Stdout) {
 		t.Fatalf("the kernel did not reach its root mount (exit status %d)\nconsole (last lines):\n%s\nstderr:\n%s",
-			out.Status, tail(out.Stdout, 60), tail(out.Stderr, 30))
+			out.Status, proc.TailLines(out.Stdout, 60), proc.TailLines(out.Stderr, 30))
 	}
 	if out.Status != 0 || !strings.Contains(out.Stderr, "reset") {
-		t.Errorf("after the panic, exit status %d (want 0: the kernel resets with panic=-1)\nstderr:\n%s", out.Status, tail(out.Stderr, 20))
+		t.Errorf("after the panic, exit status %d (want 0: the kernel resets with panic=-1)\nstderr:\n%s", out.Status, proc.TailLines(out.Stderr, 20))
 	}
 	if ts := printkTimeOf(out.Stdout, "VFS: Unable to mount root fs"); ts != "" {
 		t.Logf("the kernel panicked at guest time %ss, %v after godvm started", ts, out.Elapsed.Round(time.Second))

@@ -1,19 +1,16 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"godvm/internal/proc"
 	"godvm/internal/testkernel"
 	"godvm/vmm/probe"
 )
@@ -22,46 +19,29 @@ const vfioUserDSA = "wqs=8,wq-size=128,groups=4,engines=4,version=1.0"
 
 // dsaServer starts `godvm dsa-server` in its own process and waits for its
 // socket. The process is killed at the end of the test.
-func dsaServer(t *testing.T, portal string) (sock string, proc *exec.Cmd, logs *syncBuffer) {
+func dsaServer(t *testing.T, portal string) (sock string, server *exec.Cmd, logs *proc.Buffer) {
 	t.Helper()
 	sock = filepath.Join(t.TempDir(), "dsa.sock")
-	logs = &syncBuffer{}
-	proc = exec.Command(godvmBinary(t), "dsa-server", "--socket", sock, "--dsa", vfioUserDSA, "--portal", portal)
-	proc.Stdout, proc.Stderr = logs, logs
-	if err := proc.Start(); err != nil {
+	logs = &proc.Buffer{}
+	server = exec.Command(godvmBinary(t), "dsa-server", "--socket", sock, "--dsa", vfioUserDSA, "--portal", portal)
+	server.Stdout, server.Stderr = logs, logs
+	if err := server.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		proc.Process.Kill()
-		proc.Wait()
+		server.Process.Kill()
+		server.Wait()
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := os.Stat(sock); err == nil {
-			return sock, proc, logs
+			return sock, server, logs
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("dsa-server did not create %s:\n%s", sock, logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestVfioUserDSA runs the agent's dsa scenario (idxd probe, accel-config
@@ -89,7 +69,7 @@ func TestVfioUserDSA(t *testing.T) {
 				CPUs:   c.cpus,
 				Path:   c.path,
 				Args:   []string{"--vfio-user", sock},
-				OnFail: func() { t.Logf("dsa-server log:\n%s", tail(logs.String(), 30)) },
+				OnFail: func() { t.Logf("dsa-server log:\n%s", proc.TailLines(logs.String(), 30)) },
 			})
 		})
 	}
@@ -107,50 +87,33 @@ func TestVfioUserServerKilled(t *testing.T) {
 	args := []string{"run", "--kernel", kernel, "--cpus", "2", "--timeout", "240s",
 		"--cmdline", "godvm_agent.run=dsa", "--vfio-user", sock}
 	cmd := exec.CommandContext(ctx, godvmBinary(t), args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr syncBuffer
+	var stderr proc.Buffer
 	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var console strings.Builder
 	killed := false
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		line := sc.Text()
-		console.WriteString(line + "\n")
+	console, status, err := proc.WatchLines(cmd, func(line string) {
 		// The agent has started (KTAP header): the guest is mid-run.
 		if !killed && strings.Contains(line, "KTAP version 1") {
 			server.Process.Signal(syscall.SIGKILL)
 			killed = true
 		}
-	}
-	err = cmd.Wait()
-	status := 0
-	var ee *exec.ExitError
+	})
 	switch {
-	case err == nil:
 	case ctx.Err() != nil:
-		t.Fatalf("godvm hung after the server died\nconsole:\n%s\nstderr:\n%s", tail(console.String(), 40), stderr.String())
-	case errors.As(err, &ee):
-		status = ee.ExitCode()
-	default:
+		t.Fatalf("godvm hung after the server died\nconsole:\n%s\nstderr:\n%s", proc.TailLines(console, 40), stderr.String())
+	case err != nil:
 		t.Fatal(err)
 	}
 	if !killed {
-		t.Fatalf("the agent never started\nconsole:\n%s\nstderr:\n%s", tail(console.String(), 40), stderr.String())
+		t.Fatalf("the agent never started\nconsole:\n%s\nstderr:\n%s", proc.TailLines(console, 40), stderr.String())
 	}
 	// 0 (the scenario survived) or 3 (the guest reported the DSA broken) are
 	// the guest's own verdicts; 1 (godvm error) or 2 (guest panic) are not.
 	if status != 0 && status != 3 {
 		t.Fatalf("exit status %d after the server died, want the guest's own result (0 or 3)\nconsole:\n%s\nstderr:\n%s",
-			status, tail(console.String(), 40), stderr.String())
+			status, proc.TailLines(console, 40), stderr.String())
 	}
-	if k := ParseKTAP(console.String()); k.Plan < 0 || len(k.Results) == 0 {
-		t.Errorf("the agent did not finish its report after the server died:\n%s", tail(console.String(), 40))
+	if k := ParseKTAP(console); k.Plan < 0 || len(k.Results) == 0 {
+		t.Errorf("the agent did not finish its report after the server died:\n%s", proc.TailLines(console, 40))
 	}
 	for _, want := range []string{"vfio-user server " + sock + " gone; device failed", "vfio-user device " + sock + " failed"} {
 		if !strings.Contains(stderr.String(), want) {

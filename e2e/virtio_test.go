@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"godvm/devices/virtio"
+	"godvm/internal/proc"
 	"godvm/internal/testkernel"
 )
 
@@ -153,7 +153,7 @@ func TestVirtioBlkExt4Root(t *testing.T) {
 	out := runGodvm(t, 300*time.Second, "run", "--kernel", kernel, "--timeout", "240s",
 		"--cmdline", "root=/dev/vda rw rootfstype=ext4", "--disk", img)
 	if !strings.Contains(out.Stdout, "Mounted root (ext4 filesystem)") {
-		t.Fatalf("root not mounted (status %d):\n%s", out.Status, tail(out.Stdout, 30))
+		t.Fatalf("root not mounted (status %d):\n%s", out.Status, proc.TailLines(out.Stdout, 30))
 	}
 	out.wantStatus(t, 2)
 	if after := mountCount(t, img); after != before+1 {
@@ -250,7 +250,7 @@ func TestVirtioNetPing(t *testing.T) {
 	for replies < 3 && time.Now().Before(deadline) {
 		select {
 		case err := <-done:
-			t.Fatalf("godvm exited before answering pings (%v):\n%s\nstderr: %s", err, tail(stdout.String(), 30), stderr.String())
+			t.Fatalf("godvm exited before answering pings (%v):\n%s\nstderr: %s", err, proc.TailLines(stdout.String(), 30), stderr.String())
 		default:
 		}
 		if pingOnce(t, net.ParseIP(guestIP), uint16(replies+1)) {
@@ -261,16 +261,15 @@ func TestVirtioNetPing(t *testing.T) {
 	}
 	if replies < 3 {
 		cmd.Process.Kill()
-		t.Fatalf("guest answered %d of 3 pings:\n%s", replies, tail(stdout.String(), 30))
+		t.Fatalf("guest answered %d of 3 pings:\n%s", replies, proc.TailLines(stdout.String(), 30))
 	}
-	err = <-done
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
+	status, err := proc.ExitStatus(<-done)
+	if err != nil {
 		t.Fatal(err)
 	}
 	k := ParseKTAP(stdout.String())
-	if cmd.ProcessState.ExitCode() != 0 {
-		t.Fatalf("godvm exit status %d:\n%s\nstderr: %s", cmd.ProcessState.ExitCode(), tail(stdout.String(), 30), stderr.String())
+	if status != 0 {
+		t.Fatalf("godvm exit status %d:\n%s\nstderr: %s", status, proc.TailLines(stdout.String(), 30), stderr.String())
 	}
 	k.wantOK(t, "virtio-net")
 	if v, _ := k.Diag("net=eth0 mac"); v != mac {

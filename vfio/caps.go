@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"unsafe"
+
+	"godvm/internal/abi"
 )
 
 // RegionInfoSize is the size of struct vfio_region_info without capabilities.
@@ -24,7 +26,7 @@ func DecodeRegionInfo(buf []byte) (RegionInfo, uint64, error) {
 	if len(buf) < RegionInfoSize {
 		return RegionInfo{}, 0, fmt.Errorf("vfio: region info is %d bytes, want at least %d", len(buf), RegionInfoSize)
 	}
-	ri := fromBytes[regionInfo](buf)
+	ri := abi.From[regionInfo](buf)
 	info := RegionInfo{Index: ri.Index, Flags: ri.Flags, Size: ri.Size}
 	if ri.Flags&RegionFlagCaps != 0 && ri.CapOffset != 0 {
 		if err := parseCaps(buf, ri.CapOffset, &info); err != nil {
@@ -49,14 +51,14 @@ func parseCaps(buf []byte, off uint32, info *RegionInfo) error {
 		if off < RegionInfoSize || uint64(off)+uint64(hsz) > uint64(len(buf)) {
 			return fmt.Errorf("vfio: region %d: capability at %d outside the %d-byte info", info.Index, off, len(buf))
 		}
-		h := fromBytes[infoCapHeader](buf[off:])
+		h := abi.From[infoCapHeader](buf[off:])
 		switch h.ID {
 		case capSparseMmap:
 			hs := uint64(unsafe.Sizeof(sparseMmapCap{}))
 			if uint64(off)+hs > uint64(len(buf)) {
 				return fmt.Errorf("vfio: region %d: sparse-mmap capability truncated", info.Index)
 			}
-			c := fromBytes[sparseMmapCap](buf[off:])
+			c := abi.From[sparseMmapCap](buf[off:])
 			if c.NrAreas > maxSparseAreas || uint64(off)+hs+16*uint64(c.NrAreas) > uint64(len(buf)) {
 				return fmt.Errorf("vfio: region %d: sparse-mmap capability with %d areas does not fit", info.Index, c.NrAreas)
 			}
@@ -78,7 +80,7 @@ func parseCaps(buf []byte, off uint32, info *RegionInfo) error {
 			if uint64(off)+uint64(unsafe.Sizeof(typeCap{})) > uint64(len(buf)) {
 				return fmt.Errorf("vfio: region %d: type capability truncated", info.Index)
 			}
-			c := fromBytes[typeCap](buf[off:])
+			c := abi.From[typeCap](buf[off:])
 			info.Type, info.Subtype, info.HasType = c.Type, c.Subtype, true
 		case capMSIXMappable:
 			info.MSIXMappable = true
@@ -110,25 +112,25 @@ func EncodeRegionInfo(info RegionInfo, offset uint64) []byte {
 	}
 	if sparse {
 		c := sparseMmapCap{Header: infoCapHeader{ID: capSparseMmap, Version: 1}, NrAreas: uint32(len(info.Areas))}
-		body := append([]byte(nil), bytesOf(&c)...)
+		body := append([]byte(nil), abi.Bytes(&c)...)
 		for _, a := range info.Areas {
 			sa := sparseMmapArea{a.Offset, a.Size}
-			body = append(body, bytesOf(&sa)...)
+			body = append(body, abi.Bytes(&sa)...)
 		}
 		add(body)
 	}
 	if info.HasType {
 		c := typeCap{Header: infoCapHeader{ID: capType, Version: 1}, Type: info.Type, Subtype: info.Subtype}
-		add(bytesOf(&c))
+		add(abi.Bytes(&c))
 	}
 	if info.MSIXMappable {
 		h := infoCapHeader{ID: capMSIXMappable, Version: 1}
-		add(bytesOf(&h))
+		add(abi.Bytes(&h))
 	}
 	if len(caps) > 0 {
 		ri.Flags |= RegionFlagCaps
 		ri.CapOffset = RegionInfoSize
 	}
 	ri.Argsz = RegionInfoSize + uint32(len(caps))
-	return append(append([]byte(nil), bytesOf(&ri)...), caps...)
+	return append(append([]byte(nil), abi.Bytes(&ri)...), caps...)
 }

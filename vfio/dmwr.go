@@ -6,7 +6,7 @@ package vfio
 // server cannot tell which instruction produced it. For a DSA portal that
 // matters: a shared WQ takes only DMWr (ENQCMD/ENQCMDS, with an accept or
 // Retry answer) and ignores posted writes (MOVDIR64B), a dedicated WQ the
-// other way round (dsa-model.md §1.2). So a trapped REGION_WRITE to a BAR is
+// other way round (SPEC ch. 9, WQ modes). So a trapped REGION_WRITE to a BAR is
 // a posted write, and a DMWr needs a way of its own, with its answer.
 //
 // That way is a device-specific region (vfio-user, like VFIO, allows

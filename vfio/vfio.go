@@ -1,7 +1,10 @@
 // Package vfio is godvm's view of a device that lives outside the VMM: one
 // Device interface (regions, interrupts, reset, DMA mapping of guest memory)
-// with two back ends, kernel VFIO (this package: legacy container/group and
-// iommufd with the device cdev) and vfio-user (package vfio/vfiouser).
+// with two back ends side by side, kernel VFIO (vfio/kernel: legacy
+// container/group and iommufd with the device cdev) and vfio-user
+// (vfio/vfiouser). This package holds what they share: the interface, the
+// region and IRQ descriptions, the region-info wire format and the DMWr
+// region.
 //
 // The passthrough PCI device (vfio/passthrough) consumes only the interface.
 package vfio

@@ -1,7 +1,8 @@
 // Package vmm assembles a godvm machine from a Config: guest memory laid out
 // by vmm/layout, the kernel loaded by vmm/boot, the legacy devices, the MP
 // (and ACPI) tables, one thread per vCPU running KVM_RUN, the exit dispatch
-// (exits.go) and the lifecycle that turns guest requests into godvm's exit
+// (exits.go), the boot trace (stats.go, trace.go, sampler.go) and the
+// lifecycle (run.go) that turns guest requests into godvm's exit
 // statuses.
 package vmm
 
@@ -22,7 +23,7 @@ const BaseCmdline = "console=ttyS0"
 
 // DeviceFunc attaches a device to the machine under construction. It runs
 // after guest memory, the buses, the interrupt controller and the PCI root
-// exist (m.Platform(), m.PCI(), m.VM()) and before the ACPI tables are
+// exist (m.Platform(), m.PCI(), m.KVMVFIO()) and before the ACPI tables are
 // written, so that the tables describe what was added. Resources the device
 // holds are released with m.AddCloser.
 type DeviceFunc func(m *Machine) error
@@ -53,9 +54,6 @@ type Config struct {
 	Log         *slog.Logger  // default slog.Default()
 	// Devices run in order while the machine is built (see DeviceFunc).
 	Devices []DeviceFunc
-	// NoACPI leaves out the ACPI tables: the guest finds its CPUs and
-	// interrupt routing in the MP table only.
-	NoACPI bool
 	// DSAPath names the DSA data path chosen for the guest and why (by
 	// cmd/godvm from vmm/probe), e.g. "pv (forced by --dsa-path)"; the boot
 	// trace prints it. "" when there is no DSA or nothing was chosen. The
@@ -107,28 +105,29 @@ func (c *Config) normalize() error {
 	return nil
 }
 
-// ParseSize parses a memory size: a number of bytes with an optional K, M,
-// G or T suffix (powers of 1024, optionally followed by "B" or "iB"); a bare
-// number is MiB, as in QEMU's -m.
+// ParseSize parses a memory size: a number with an optional unit. K, M, G
+// and T (optionally followed by "B" or "iB") are powers of 1024; "B" alone
+// is bytes; a bare number is MiB, as in QEMU's -m.
 func ParseSize(s string) (uint64, error) {
 	t := strings.TrimSpace(s)
 	if t == "" {
 		return 0, fmt.Errorf("empty size")
 	}
 	u := strings.ToUpper(t)
-	u = strings.TrimSuffix(u, "IB")
-	u = strings.TrimSuffix(u, "B")
-	mult := uint64(layout.MiB)
+	mult, unitNeeded := uint64(layout.MiB), false
+	switch {
+	case strings.HasSuffix(u, "IB"):
+		u, unitNeeded = strings.TrimSuffix(u, "IB"), true
+	case strings.HasSuffix(u, "B"):
+		u, mult = strings.TrimSuffix(u, "B"), 1
+	}
 	if n := len(u); n > 0 {
-		switch u[n-1] {
-		case 'K':
-			mult, u = layout.KiB, u[:n-1]
-		case 'M':
-			mult, u = layout.MiB, u[:n-1]
-		case 'G':
-			mult, u = layout.GiB, u[:n-1]
-		case 'T':
-			mult, u = 1<<40, u[:n-1]
+		unit := map[byte]uint64{'K': layout.KiB, 'M': layout.MiB, 'G': layout.GiB, 'T': 1 << 40}[u[n-1]]
+		switch {
+		case unit != 0:
+			mult, u = unit, u[:n-1]
+		case unitNeeded:
+			return 0, fmt.Errorf("invalid size %q (want e.g. 512M or 2G)", s)
 		}
 	}
 	v, err := strconv.ParseUint(u, 10, 64)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"godvm/addr"
 	"godvm/devices/bus"
 	"godvm/devices/pci"
 	"godvm/devices/platform"
@@ -38,7 +39,7 @@ func inputErr(format string, a ...any) error { return &InputError{fmt.Errorf(for
 type Machine struct {
 	cfg    Config
 	kernel *boot.Kernel
-	ram    []layout.Region
+	ram    []addr.Range
 	initrd struct {
 		addr, size uint64
 	}
@@ -58,6 +59,7 @@ type Machine struct {
 	bootTimer *legacy.BootTimer
 	vcpus     []*vcpu
 	rsdp      uint64
+	kvmVFIO   *KVMVFIO // created by the first kernel VFIO device
 
 	stats   stats
 	stopMu  sync.Mutex
@@ -209,7 +211,7 @@ func (m *Machine) build() error {
 
 	specs := make([]guestmem.Spec, len(m.ram))
 	for i, r := range m.ram {
-		specs[i] = guestmem.Spec{GPA: r.Start, Size: r.Size}
+		specs[i] = guestmem.Spec{GPA: r.Base, Size: r.Size}
 	}
 	mem, err := guestmem.New(specs)
 	if err != nil {
@@ -221,7 +223,7 @@ func (m *Machine) build() error {
 		h := r.Host()
 		if err := vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{
 			Slot: uint32(i), GuestPhysAddr: r.GPA, MemorySize: r.Size,
-			UserspaceAddr: hostAddr(h),
+			UserspaceAddr: addr.Host(h),
 		}); err != nil {
 			return fmt.Errorf("map guest RAM at %#x: %w", r.GPA, err)
 		}
@@ -246,10 +248,8 @@ func (m *Machine) build() error {
 			return err
 		}
 	}
-	if !c.NoACPI {
-		if err := m.writeACPI(); err != nil {
-			return err
-		}
+	if err := m.writeACPI(); err != nil {
+		return err
 	}
 	if err := m.loadGuest(); err != nil {
 		return err
@@ -274,15 +274,15 @@ func (m *Machine) addLegacy() error {
 	}{
 		{layout.PortCOM1, 8, "serial", m.serial},
 		{layout.PortCMOS, 2, "cmos", legacy.NewCMOS(nil)},
-		{0x80, 1, "post", legacy.Sink{V: 0xff}},
-		{layout.PortI8042 + 4, 1, "i8042", legacy.I8042{S: stop}},
+		{layout.PortPOST, 1, "post", legacy.Sink{V: 0xff}},
+		{layout.PortI8042Cmd, 1, "i8042", legacy.I8042{S: stop}},
 		{layout.PortDebugExit, 1, "debug-exit", legacy.DebugExit{S: stop}},
 		{layout.PortBootTimer, 1, "boot-timer", m.bootTimer},
 		{layout.PortPVPanic, 1, "pvpanic", legacy.PVPanic{S: stop}},
 		{layout.PortPM1aEvent, 4, "pm1a-evt", &legacy.PM1aEvent{}},
 		{layout.PortPM1aCtrl, 2, "pm1a-cnt", &legacy.PM1aControl{S: stop}},
-		// 0xcf9 (reset control) belongs to the PCI root's 0xcf8-0xcff
-		// range; addPCIRoot wires its reset to the lifecycle.
+		// layout.PortResetCF9 (reset control) belongs to the PCI root's
+		// configuration ports; addPCIRoot wires its reset to the lifecycle.
 	}
 	for _, d := range devs {
 		if err := m.pio.Register(d.base, d.size, d.name, d.dev); err != nil {
@@ -357,24 +357,8 @@ func (m *Machine) loadInitrd() error {
 // PCI is the PCI root complex (bus 0) devices are added to.
 func (m *Machine) PCI() *pci.Root { return m.pci }
 
-// Memory is the guest's RAM.
-func (m *Machine) Memory() *guestmem.Memory { return m.mem }
-
 // Platform is what devices attach to.
 func (m *Machine) Platform() *platform.Platform { return m.plat }
-
-// VM is the KVM VM (for device wiring that needs KVM itself, e.g. VFIO).
-func (m *Machine) VM() *kvm.VM { return m.vm }
-
-// CPUs is the number of vCPUs.
-func (m *Machine) CPUs() int { return m.cfg.CPUs }
-
-// RAM is the guest's RAM layout.
-func (m *Machine) RAM() []layout.Region { return m.ram }
-
-// SetRSDP records where ACPI tables put their RSDP (a DeviceFunc writing
-// ACPI tables calls it); boot_params.acpi_rsdp_addr points there.
-func (m *Machine) SetRSDP(addr uint64) { m.rsdp = addr }
 
 // Cmdline is the full guest command line.
 func (m *Machine) Cmdline() string { return m.cmdline }

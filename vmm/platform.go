@@ -2,39 +2,33 @@ package vmm
 
 import (
 	"fmt"
-	"unsafe"
 
 	"godvm/devices/platform"
 	"godvm/kvm"
+	"godvm/vmm/ioevent"
 	"godvm/vmm/irq"
 	"godvm/vmm/layout"
+	"godvm/vmm/memslot"
 )
 
-// hostAddr is the VMM address of a mapping, for KVM memory slots.
-func hostAddr(b []byte) uint64 {
-	if len(b) == 0 {
-		return 0
-	}
-	return uint64(uintptr(unsafe.Pointer(&b[0])))
-}
-
-// newPlatform builds the device platform over the machine's VM with
-// vmm/irq. The routing table connects ISA IRQ 0 (KVM's PIT) to IOAPIC pin 2,
-// as the MP table and the MADT say; RAM keeps the memory slots below
-// FirstSlot.
+// newPlatform builds the device platform over the machine's VM: interrupts
+// from vmm/irq, ioeventfds from vmm/ioevent, host-memory slots from
+// vmm/memslot. The routing table connects ISA IRQ 0 (KVM's PIT) to IOAPIC
+// pin 2, as the MP table and the MADT say; RAM keeps the memory slots below
+// the first one memslot hands out.
 func newPlatform(m *Machine) (*platform.Platform, error) {
-	cfg := irq.Config{
+	icfg := irq.Config{
 		FirstMSIGSI: layout.FirstMSIGSI,
 		BaseRoutes:  irq.ISAOverrideRoutes(),
-		FirstSlot:   uint32(len(m.mem.Regions())),
 	}
+	scfg := memslot.Config{FirstSlot: uint32(len(m.mem.Regions()))}
 	if n, err := m.vm.CheckExtension(kvm.CapIRQRouting); err == nil && n > 0 {
-		cfg.GSILimit = uint32(n)
+		icfg.GSILimit = uint32(n)
 	}
 	if n, err := m.vm.CheckExtension(kvm.CapNRMemSlots); err == nil && n > 0 {
-		cfg.SlotLimit = uint32(n)
+		scfg.SlotLimit = uint32(n)
 	}
-	c := irq.New(m.vm, cfg)
+	c := irq.New(m.vm, icfg)
 	if err := c.Sync(); err != nil {
 		return nil, fmt.Errorf("install the interrupt routing table: %w", err)
 	}
@@ -43,7 +37,7 @@ func newPlatform(m *Machine) (*platform.Platform, error) {
 		PIO:   m.pio,
 		MMIO:  m.mmio,
 		IRQ:   c,
-		IOEv:  c,
-		Slots: c,
+		IOEv:  ioevent.New(m.vm),
+		Slots: memslot.New(m.vm, scfg),
 	}, nil
 }

@@ -3,6 +3,7 @@ package vmm
 import (
 	"fmt"
 
+	"godvm/addr"
 	"godvm/devices/acpi"
 	"godvm/devices/pci"
 	"godvm/vmm/layout"
@@ -10,8 +11,8 @@ import (
 )
 
 // addPCIRoot creates the PCI root complex: config mechanism #1 at
-// 0xcf8-0xcff (with the 0xcf9 reset register), ECAM and the BAR windows
-// (32- and 64-bit MMIO, I/O) from vmm/layout.
+// layout.PortPCIConfig (with the reset register), ECAM and the BAR windows
+// (32- and 64-bit MMIO, I/O), all from vmm/layout.
 func (m *Machine) addPCIRoot() error {
 	r, err := pci.NewRoot(m.plat, pciRootConfig(func() { m.guestStop(legacy.StopReset, 0) }))
 	if err != nil {
@@ -23,33 +24,36 @@ func (m *Machine) addPCIRoot() error {
 
 func pciRootConfig(reset func()) pci.RootConfig {
 	return pci.RootConfig{
-		ECAM:  pci.Window{Base: layout.ECAMStart, Size: layout.ECAMSize},
-		Mem32: pci.Window{Base: layout.MMIO32Start, Size: layout.MMIO32Size},
-		Mem64: pci.Window{Base: layout.MMIO64Start, Size: layout.MMIO64Size},
-		IO:    pci.Window{Base: layout.PCIIOStart, Size: layout.PCIIOSize},
-		Reset: reset,
+		ECAM:       addr.Range{Base: layout.ECAMStart, Size: layout.ECAMSize},
+		Mem32:      addr.Range{Base: layout.MMIO32Start, Size: layout.MMIO32Size},
+		Mem64:      addr.Range{Base: layout.MMIO64Start, Size: layout.MMIO64Size},
+		IO:         addr.Range{Base: layout.PCIIOStart, Size: layout.PCIIOSize},
+		ConfigPort: layout.PortPCIConfig,
+		Reset:      reset,
 	}
 }
 
 // acpiConfig describes this machine to devices/acpi.
 func acpiConfig(cpus int) acpi.Config {
 	return acpi.Config{
-		Base:        layout.ACPIStart,
-		CPUs:        cpus,
-		LAPIC:       layout.LAPICBase,
-		IOAPIC:      layout.IOAPICBase,
-		ECAM:        layout.ECAMStart,
-		ECAMBusEnd:  uint8(layout.ECAMSize>>20 - 1),
-		Mem32:       acpi.Window{Base: layout.MMIO32Start, Size: layout.MMIO32Size},
-		Mem64:       acpi.Window{Base: layout.MMIO64Start, Size: layout.MMIO64Size},
-		IO:          acpi.Window{Base: layout.PCIIOStart, Size: layout.PCIIOSize},
-		PM1aEvent:   layout.PortPM1aEvent,
-		PM1aControl: layout.PortPM1aCtrl,
-		SCI:         layout.SCIIRQ,
-		ResetPort:   layout.PortResetCF9,
-		ResetValue:  6,
-		COM1:        true,
-		PVPanicPort: layout.PortPVPanic,
+		Base:          layout.ACPIStart,
+		CPUs:          cpus,
+		LAPIC:         layout.LAPICBase,
+		IOAPIC:        layout.IOAPICBase,
+		ECAM:          layout.ECAMStart,
+		ECAMBusEnd:    uint8(layout.ECAMSize>>20 - 1),
+		Mem32:         addr.Range{Base: layout.MMIO32Start, Size: layout.MMIO32Size},
+		Mem64:         addr.Range{Base: layout.MMIO64Start, Size: layout.MMIO64Size},
+		IO:            addr.Range{Base: layout.PCIIOStart, Size: layout.PCIIOSize},
+		PCIConfigPort: layout.PortPCIConfig,
+		PM1aEvent:     layout.PortPM1aEvent,
+		PM1aControl:   layout.PortPM1aCtrl,
+		SCI:           layout.SCIIRQ,
+		ResetPort:     layout.PortResetCF9,
+		ResetValue:    pci.ResetValue,
+		COM1Port:      layout.PortCOM1,
+		COM1IRQ:       layout.IRQCOM1,
+		PVPanicPort:   layout.PortPVPanic,
 	}
 }
 

@@ -53,14 +53,9 @@ type vcpu struct {
 }
 
 func (m *Machine) createVCPUs() error {
-	supported, err := m.sys.SupportedCPUID()
+	base, err := m.sys.SupportedCPUID()
 	if err != nil {
 		return fmt.Errorf("KVM_GET_SUPPORTED_CPUID: %w", err)
-	}
-	base := make([]x86.CPUIDEntry, len(supported))
-	for i, e := range supported {
-		base[i] = x86.CPUIDEntry{Function: e.Function, Index: e.Index, Flags: e.Flags,
-			EAX: e.EAX, EBX: e.EBX, ECX: e.ECX, EDX: e.EDX}
 	}
 	for i := 0; i < m.cfg.CPUs; i++ {
 		c, err := m.vm.CreateVCPU(i)
@@ -77,13 +72,7 @@ func (m *Machine) createVCPUs() error {
 }
 
 func (m *Machine) setupVCPU(v *vcpu, base []x86.CPUIDEntry) error {
-	ids := x86.CPUIDForVCPU(base, v.id, m.cfg.CPUs)
-	entries := make([]kvm.CPUIDEntry2, len(ids))
-	for i, e := range ids {
-		entries[i] = kvm.CPUIDEntry2{Function: e.Function, Index: e.Index, Flags: e.Flags,
-			EAX: e.EAX, EBX: e.EBX, ECX: e.ECX, EDX: e.EDX}
-	}
-	if err := v.cpu.SetCPUID2(entries); err != nil {
+	if err := v.cpu.SetCPUID2(x86.CPUIDForVCPU(base, v.id, m.cfg.CPUs)); err != nil {
 		return err
 	}
 	// One at a time: KVM stops at the first MSR it refuses, and a host may

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"godvm/devices/bus"
+	"godvm/devices/pci"
 	"godvm/devices/platform"
 	"godvm/internal/testkernel"
 	"godvm/vmm/layout"
@@ -21,15 +22,31 @@ func TestParseSize(t *testing.T) {
 	for in, want := range map[string]uint64{
 		"512M": 512 << 20, "2G": 2 << 30, "2g": 2 << 30, "1GiB": 1 << 30, "64MB": 64 << 20,
 		"4096K": 4 << 20, "256": 256 << 20, " 1T ": 1 << 40,
+		// "B" alone is bytes, not the MiB of a bare number.
+		"512B": 512, "512b": 512, "33554432B": 32 << 20, "2KB": 2 << 10, "3KiB": 3 << 10,
 	} {
 		if got, err := ParseSize(in); err != nil || got != want {
 			t.Errorf("%q: %d %v, want %d", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "M", "0", "-1G", "1.5G", "12X", "99999999999999999999G", "9000000000T"} {
+	for _, bad := range []string{"", "M", "0", "-1G", "1.5G", "12X", "99999999999999999999G", "9000000000T", "512iB", "B", "MiB"} {
 		if v, err := ParseSize(bad); err == nil {
 			t.Errorf("%q accepted as %d", bad, v)
 		}
+	}
+}
+
+// 512B is 512 bytes, which the machine then refuses as too small, before
+// it reads the kernel or opens /dev/kvm.
+func TestParseSizeBytesTooSmall(t *testing.T) {
+	size, err := ParseSize("512B")
+	if err != nil || size != 512 {
+		t.Fatalf("ParseSize(512B) = %d, %v; want 512", size, err)
+	}
+	err = Check(Config{Kernel: "/nonexistent/vmlinux", Memory: size})
+	var ie *InputError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "--memory: memory size 512 bytes is too small (minimum 32 MiB)") {
+		t.Fatalf("Check with 512 bytes of RAM: %v", err)
 	}
 }
 
@@ -204,7 +221,7 @@ func TestPanicAndPowerOff(t *testing.T) {
 		{layout.PortPVPanic, []byte{1}, ReasonPanic},
 		{layout.PortPM1aCtrl, []byte{0, 0x34}, ReasonPowerOff},
 		{layout.PortResetCF9, []byte{6}, ReasonReset},
-		{layout.PortI8042 + 4, []byte{0xfe}, ReasonReset},
+		{layout.PortI8042Cmd, []byte{0xfe}, ReasonReset},
 	} {
 		m := newTestMachine(t, &bytes.Buffer{}, &irqRec{})
 		m.pioAccess(c.port, c.data, true)
@@ -230,10 +247,10 @@ func TestTraceWrite(t *testing.T) {
 // The PCI root answers config cycles: the host bridge at 00:00.0.
 func TestPCIRootWired(t *testing.T) {
 	m := newTestMachine(t, &bytes.Buffer{}, &irqRec{})
-	m.pioAccess(0xcf8, []byte{0, 0, 0, 0x80}, true) // bus 0 dev 0 fn 0 reg 0
+	m.pioAccess(layout.PortPCIConfig, []byte{0, 0, 0, 0x80}, true) // bus 0 dev 0 fn 0 reg 0
 	id := make([]byte, 4)
-	if !m.pioAccess(0xcfc, id, false) {
-		t.Fatal("0xcfc not answered")
+	if !m.pioAccess(layout.PortPCIConfig+pci.ConfigDataOff, id, false) {
+		t.Fatal("the configuration data port not answered")
 	}
 	if id[0] != 0x36 || id[1] != 0x1b {
 		t.Errorf("host bridge vendor % x", id)

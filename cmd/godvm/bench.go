@@ -14,8 +14,9 @@ import (
 	"godvm/internal/kernelcache"
 )
 
-func init() {
-	subcommands = append(subcommands, &cli.Command{
+// benchCommand is `godvm bench`.
+func benchCommand() *cli.Command {
+	return &cli.Command{
 		Name:  "bench",
 		Usage: "measure godvm side by side: boot, memory, the software DSA engine, DSA in a guest, a peer VMM",
 		UsageText: "godvm bench [--only NAME]... [--runs N] [--quick] [--json FILE] [--plot FILE] [--kernel vmlinux]\n" +
@@ -34,7 +35,7 @@ func init() {
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			return usageError{err}
 		},
-	})
+	}
 }
 
 func benchAction(c *cli.Context) error {

@@ -10,18 +10,18 @@ import (
 	"godvm/vmm"
 )
 
-// The virtio and DSA device flags of `godvm run` (--vfio and --vfio-user
-// are in vfio.go). Each may be repeated; values are parsed
-// before the machine is built so that a typo is a one-line error.
-func init() {
-	deviceFlags = append(deviceFlags,
+// deviceModelFlags are the virtio and DSA device flags of `godvm run`
+// (setupDevices; --vfio and --vfio-user are in vfio.go). Each may be
+// repeated; values are parsed before the machine is built so that a typo is
+// a one-line error.
+func deviceModelFlags() []cli.Flag {
+	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "disk", Usage: "virtio-blk disk: PATH[,readonly][,id=SERIAL] (repeatable)"},
 		&cli.StringSliceFlag{Name: "net", Usage: "virtio-net on a tap: tap=NAME[,mac=MAC] (repeatable)"},
 		&cli.StringSliceFlag{Name: "dsa", Usage: "software Intel DSA: default or wqs=N,wq-size=N,groups=N,engines=N,version=1.0|2.0,int-handles=on|off (repeatable)"},
 		&cli.BoolFlag{Name: "virtio-rng", Usage: "add a virtio-rng device"},
 		&cli.StringFlag{Name: "virtio-console", Usage: "add a virtio-console (hvc0): stdout, stdio or a file path"},
-	)
-	deviceSetup = append(deviceSetup, setupDevices)
+	}
 }
 
 func setupDevices(c *cli.Context, cfg *vmm.Config) error {

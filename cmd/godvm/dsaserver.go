@@ -18,8 +18,8 @@ import (
 	"godvm/vfio/vfiouser/mediator"
 )
 
-func init() {
-	subcommands = append(subcommands, &cli.Command{
+func dsaServerCommand() *cli.Command {
+	return &cli.Command{
 		Name:  "dsa-server",
 		Usage: "serve virtual DSAs to VMMs over vfio-user, one socket per guest (godvm run --vfio-user SOCKET)",
 		UsageText: "godvm dsa-server --socket PATH [--dsa wqs=8,wq-size=128,...] [--portal mapped|trapped] [--seccomp on|off]\n" +
@@ -33,7 +33,7 @@ func init() {
 			seccompFlag(),
 		},
 		Action: runDSAServer,
-	})
+	}
 }
 
 func dsaServerFail(format string, a ...any) error {
@@ -112,6 +112,12 @@ func runDSAServer(c *cli.Context) error {
 		}
 		vdevs = append(vdevs, v)
 	}
+	// SIGHUP too: the server is often started from a terminal or an ssh
+	// session, and HUP's default action would leave the sockets behind.
+	// Caught before the first socket exists (a client may signal as soon
+	// as it sees the socket); handled once they all exist.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	// A live server's socket is refused, a stale one replaced; on the way
 	// out only our own socket files are removed (vfiouser.ListenSocket).
 	var listeners []net.Listener
@@ -130,10 +136,6 @@ func runDSAServer(c *cli.Context) error {
 		}
 		listeners, removers = append(listeners, l), append(removers, remove)
 	}
-	// SIGHUP too: the server is often started from a terminal or an ssh
-	// session, and HUP's default action would leave the sockets behind.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	go func() {
 		s := <-sigs
 		slog.Info("dsa-server: stopping", "signal", s.String())

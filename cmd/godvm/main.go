@@ -1,7 +1,9 @@
 // Command godvm is a micro-VMM for Linux guests on KVM whose reason to exist
 // is Intel DSA for guests. `godvm run` boots a kernel; `godvm probe` reports
-// what the host's KVM can do. Other subcommands register themselves in
-// subcommands from their own files.
+// what the host's KVM can do. The command only parses flags and wires
+// packages together: the lists below name every subcommand, every device
+// flag of `godvm run` and the order its devices are set up in; each lives in
+// the file named beside it.
 package main
 
 import (
@@ -9,19 +11,44 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/urfave/cli/v2"
+
+	"godvm/vmm"
 )
 
-// subcommands holds the commands of godvm; each file appends its own in
-// init().
-var subcommands []*cli.Command
+// commands are godvm's subcommands, in the order --help lists them.
+func commands() []*cli.Command {
+	return []*cli.Command{
+		runCommand(),       // run.go
+		probeCommand(),     // probe.go
+		benchCommand(),     // bench.go
+		dsaServerCommand(), // dsaserver.go
+		mdevCommand(),      // mdev.go
+	}
+}
+
+// deviceFlags are `godvm run`'s device flags, after its machine flags.
+func deviceFlags() []cli.Flag {
+	return slices.Concat(
+		deviceModelFlags(), // devices.go: --disk --net --dsa --virtio-rng --virtio-console
+		vfioFlags(),        // vfio.go: --vfio --vfio-user
+	)
+}
+
+// deviceSetup turns the device flags into vmm.DeviceFuncs (cfg.Devices), in
+// this order: the order the guest's PCI slots are filled in.
+var deviceSetup = []func(c *cli.Context, cfg *vmm.Config) error{
+	setupDevices, // devices.go
+	setupVFIO,    // vfio.go
+}
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:                 "godvm",
 		Usage:                "a micro-VMM for Linux guests (with a software Intel DSA)",
-		Commands:             append([]*cli.Command{runCommand(), probeCommand()}, subcommands...),
+		Commands:             commands(),
 		Writer:               stdout,
 		ErrWriter:            stderr,
 		EnableBashCompletion: false,

@@ -9,9 +9,10 @@ import (
 	"godvm/vfio/mdev"
 )
 
-func init() {
+// mdevCommand is `godvm mdev list|create|remove`.
+func mdevCommand() *cli.Command {
 	sysfsFlag := &cli.StringFlag{Name: "sysfs", Value: "/sys", Usage: "sysfs root (for tests)"}
-	subcommands = append(subcommands, &cli.Command{
+	return &cli.Command{
 		Name:  "mdev",
 		Usage: "create, list and remove VFIO mediated devices (e.g. DSA work queues) through sysfs",
 		Subcommands: []*cli.Command{
@@ -80,5 +81,5 @@ func init() {
 				},
 			},
 		},
-	})
+	}
 }

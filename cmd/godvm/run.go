@@ -23,8 +23,7 @@ import (
 // processStart is the boot timer's reference: godvm's own start.
 var processStart = time.Now()
 
-// runFlags are `godvm run`'s flags; device files append to deviceFlags and
-// deviceSetup in init().
+// runFlags are `godvm run`'s flags: the machine's, then deviceFlags().
 func runFlags() []cli.Flag {
 	f := []cli.Flag{
 		&cli.StringFlag{Name: "kernel", Aliases: []string{"k"}, Usage: "guest kernel: ELF vmlinux or bzImage (e.g. /boot/vmlinuz-*; godvm decompresses its payload and loads the ELF inside) (required)"},
@@ -44,17 +43,10 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "system-map", Usage: "the kernel's System.map, to name functions in reports"},
 		seccompFlag(),
 	}
-	return append(f, deviceFlags...)
+	return append(f, deviceFlags()...)
 }
 
-// deviceFlags and deviceSetup are filled by the device files (devices.go).
-var (
-	deviceFlags []cli.Flag
-	deviceSetup []func(c *cli.Context, cfg *vmm.Config) error
-)
-
-// runCommand is built when the app is (after every init has added its
-// device flags).
+// runCommand is `godvm run`.
 func runCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "run",

@@ -6,27 +6,20 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"godvm/kvm"
-	"godvm/vfio"
+	vfiokernel "godvm/vfio/kernel"
 	"godvm/vfio/passthrough"
 	"godvm/vfio/vfiouser"
 	"godvm/vmm"
 )
 
-// --vfio and --vfio-user: passthrough PCI functions on vfio.Device.
-func init() {
-	deviceFlags = append(deviceFlags,
+// vfioFlags are --vfio and --vfio-user: passthrough PCI functions on
+// vfio.Device (setupVFIO).
+func vfioFlags() []cli.Flag {
+	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "vfio", Usage: "pass a VFIO device through: mdev UUID, PCI address (0000:6a:01.0) or /dev/vfio/devices/vfioN (repeatable)"},
 		&cli.StringSliceFlag{Name: "vfio-user", Usage: "attach the device a vfio-user server offers on this UNIX socket, e.g. 'godvm dsa-server --socket PATH' (repeatable)"},
-	)
-	deviceSetup = append(deviceSetup, setupVFIO)
+	}
 }
-
-// kvmVFIO adapts the VM's KVM-VFIO pseudo-device to vfio.KVMDevice.
-type kvmVFIO struct{ d *kvm.Device }
-
-func (k kvmVFIO) AddFile(fd int) error { return k.d.VFIOAddFile(fd) }
-func (k kvmVFIO) DelFile(fd int) error { return k.d.VFIODelFile(fd) }
 
 func setupVFIO(c *cli.Context, cfg *vmm.Config) error {
 	log := cfg.Log
@@ -57,22 +50,13 @@ func setupVFIO(c *cli.Context, cfg *vmm.Config) error {
 			return nil
 		})
 	}
-	specs := c.StringSlice("vfio")
-	if len(specs) == 0 {
-		return nil
-	}
-	var kd *kvm.Device // one KVM-VFIO device per VM, shared by all --vfio
-	for _, spec := range specs {
+	for _, spec := range c.StringSlice("vfio") {
 		cfg.Devices = append(cfg.Devices, func(m *vmm.Machine) error {
-			if kd == nil {
-				d, err := m.VM().CreateVFIODevice()
-				if err != nil {
-					return fmt.Errorf("--vfio: creating the KVM VFIO device: %w", err)
-				}
-				kd = d
-				m.AddCloser(d.Close)
+			kd, err := m.KVMVFIO() // one per VM, shared by all --vfio
+			if err != nil {
+				return fmt.Errorf("--vfio: %w", err)
 			}
-			dev, err := vfio.Open(spec, vfio.WithKVM(kvmVFIO{kd}))
+			dev, err := vfiokernel.Open(spec, vfiokernel.WithKVM(kd))
 			if err != nil {
 				return &vmm.InputError{Err: err}
 			}

@@ -12,56 +12,50 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"godvm/addr"
 )
 
-// Window is an address range [Base, Base+Size).
-type Window struct {
-	Base, Size uint64
-}
-
-// Config describes the machine the tables describe.
+// Config describes the machine the tables describe. Every address and port
+// comes from the caller (godvm: vmm/layout); the package holds none of its
+// own.
 type Config struct {
 	Base uint64 // guest-physical address the tables are copied to (16-byte aligned, below 4 GiB)
 	CPUs int    // local APICs with IDs 0..CPUs-1 (1..255)
 
-	LAPIC    uint32 // local APIC base (0: 0xFEE00000)
-	IOAPIC   uint32 // I/O APIC base (0: 0xFEC00000)
+	LAPIC    uint32 // local APIC base (required)
+	IOAPIC   uint32 // I/O APIC base (required)
 	IOAPICID uint8  // I/O APIC ID (0: CPUs, i.e. after the CPUs' IDs)
 
-	ECAM       uint64 // PCI ECAM base
-	ECAMBusEnd uint8  // last bus in the ECAM window (0 for bus 0 only, 255 for 256 MiB)
-	Mem32      Window // PCI 32-bit MMIO window
-	Mem64      Window // PCI 64-bit MMIO window (Size 0: none)
+	ECAM       uint64     // PCI ECAM base
+	ECAMBusEnd uint8      // last bus in the ECAM window (0 for bus 0 only, 255 for 256 MiB)
+	Mem32      addr.Range // PCI 32-bit MMIO window
+	Mem64      addr.Range // PCI 64-bit MMIO window (Size 0: none)
 	// IO is the PCI I/O window (I/O BARs), the one port range the host
-	// bridge forwards. Size 0: none (the bridge forwards no ports; config
-	// ports 0xCF8-0xCFF are always declared).
-	IO Window
+	// bridge forwards. Size 0: none (the bridge forwards no ports but its
+	// configuration ports, which are always declared).
+	IO addr.Range
+	// PCIConfigPort is the first of the host bridge's eight configuration
+	// mechanism #1 ports (address, reset control, data) (required).
+	PCIConfigPort uint16
 
-	PM1aEvent   uint16 // PM1a event block (0: 0x600)
-	PM1aControl uint16 // PM1a control block (0: 0x604)
+	PM1aEvent   uint16 // PM1a event block, 4 ports (required)
+	PM1aControl uint16 // PM1a control block, 2 ports (required)
 	PMTimer     uint16 // PM timer port; 0: no PM timer
-	SCI         uint8  // SCI interrupt (0: 9)
-	ResetPort   uint16 // FADT reset register (0: 0xCF9)
-	ResetValue  uint8  // (0: 6)
-	COM1        bool   // describe COM1 (0x3F8, IRQ 4)
-	PVPanicPort uint16 // QEMU0001 pvpanic device port (0: 0x505)
+	SCI         uint8  // SCI interrupt (required)
+	ResetPort   uint16 // FADT reset register (required)
+	ResetValue  uint8  // value written to ResetPort (required)
+	COM1Port    uint16 // COM1's eight ports; 0: no COM1 device
+	COM1IRQ     uint8  // COM1's ISA IRQ (with COM1Port)
+	PVPanicPort uint16 // QEMU0001 pvpanic device port; 0: no pvpanic device
 
 	OEMID      string // 6 characters (default "GODVM ")
 	OEMTableID string // 8 characters (default "GODVMACP")
 }
 
-// Fixed values of the PM blocks (team protocol).
-const (
-	DefaultPM1aEvent   = 0x600
-	DefaultPM1aControl = 0x604
-	DefaultSCI         = 9
-	DefaultResetPort   = 0xcf9
-	DefaultResetValue  = 6
-	DefaultPVPanicPort = 0x505
-	DefaultLAPIC       = 0xfee00000
-	DefaultIOAPIC      = 0xfec00000
-	SLPTypS5           = 5 // \_S5 {5, 5}: SLP_TYP written with SLP_EN (bit 13)
-)
+// SLPTypS5 is the sleep type of \_S5 {5, 5}: the guest writes it with
+// SLP_EN (bit 13) to PM1a control to power off.
+const SLPTypS5 = 5
 
 // FADT flags.
 const (
@@ -102,27 +96,20 @@ func (c *Config) defaults() error {
 	if c.IO.Size != 0 && c.IO.Base+c.IO.Size > 1<<16 {
 		return fmt.Errorf("acpi: bad I/O window %#x+%#x", c.IO.Base, c.IO.Size)
 	}
-	def16 := func(p *uint16, v uint16) {
-		if *p == 0 {
-			*p = v
+	for _, r := range []struct {
+		name string
+		v    uint32
+	}{
+		{"LAPIC", c.LAPIC}, {"IOAPIC", c.IOAPIC}, {"PCIConfigPort", uint32(c.PCIConfigPort)},
+		{"PM1aEvent", uint32(c.PM1aEvent)}, {"PM1aControl", uint32(c.PM1aControl)},
+		{"SCI", uint32(c.SCI)}, {"ResetPort", uint32(c.ResetPort)}, {"ResetValue", uint32(c.ResetValue)},
+	} {
+		if r.v == 0 {
+			return fmt.Errorf("acpi: no %s given", r.name)
 		}
 	}
-	def32 := func(p *uint32, v uint32) {
-		if *p == 0 {
-			*p = v
-		}
-	}
-	def16(&c.PM1aEvent, DefaultPM1aEvent)
-	def16(&c.PM1aControl, DefaultPM1aControl)
-	def16(&c.ResetPort, DefaultResetPort)
-	def16(&c.PVPanicPort, DefaultPVPanicPort)
-	def32(&c.LAPIC, DefaultLAPIC)
-	def32(&c.IOAPIC, DefaultIOAPIC)
-	if c.SCI == 0 {
-		c.SCI = DefaultSCI
-	}
-	if c.ResetValue == 0 {
-		c.ResetValue = DefaultResetValue
+	if c.COM1Port != 0 && (c.COM1IRQ == 0 || c.COM1IRQ > 15) {
+		return fmt.Errorf("acpi: COM1 IRQ %d (1..15)", c.COM1IRQ)
 	}
 	if c.IOAPICID == 0 {
 		c.IOAPICID = uint8(c.CPUs)
@@ -343,7 +330,7 @@ func (b *builder) dsdt() []byte {
 	c := b.cfg
 	crs := [][]byte{
 		resWordAddr(resTypeBus, 0, 0, uint16(c.ECAMBusEnd)),
-		resIO(0xcf8, 0xcf8, 1, 8),
+		resIO(c.PCIConfigPort, c.PCIConfigPort, 1, 8),
 	}
 	if c.IO.Size != 0 {
 		// The bridge forwards only its I/O window: the guest sees no PCI
@@ -371,17 +358,19 @@ func (b *builder) dsdt() []byte {
 		amlNameObj("_CRS", resourceTemplate(resMemory32Fixed(uint32(c.ECAM), uint32(ecamLen)))),
 	)
 	sb := [][]byte{pci0, mres}
-	if c.COM1 {
+	if c.COM1Port != 0 {
 		sb = append(sb, amlDeviceObj("COM1",
 			amlNameObj("_HID", amlEISAID("PNP0501")),
 			amlNameObj("_UID", amlInt(1)),
-			amlNameObj("_CRS", resourceTemplate(resIO(0x3f8, 0x3f8, 1, 8), resIRQNoFlags(4))),
+			amlNameObj("_CRS", resourceTemplate(resIO(c.COM1Port, c.COM1Port, 1, 8), resIRQNoFlags(c.COM1IRQ))),
 		))
 	}
-	sb = append(sb, amlDeviceObj("PEVT",
-		amlNameObj("_HID", amlStr("QEMU0001")),
-		amlNameObj("_CRS", resourceTemplate(resIO(c.PVPanicPort, c.PVPanicPort, 1, 1))),
-	))
+	if c.PVPanicPort != 0 {
+		sb = append(sb, amlDeviceObj("PEVT",
+			amlNameObj("_HID", amlStr("QEMU0001")),
+			amlNameObj("_CRS", resourceTemplate(resIO(c.PVPanicPort, c.PVPanicPort, 1, 1))),
+		))
+	}
 	return cat(
 		amlScopeObj("\\_SB", sb...),
 		amlNameObj("\\_S5", amlPackageObj(amlInt(SLPTypS5), amlInt(SLPTypS5))),

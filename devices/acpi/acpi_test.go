@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"godvm/addr"
 )
 
 func testConfig() Config {
@@ -14,10 +16,15 @@ func testConfig() Config {
 		CPUs:       4,
 		ECAM:       0xe000_0000,
 		ECAMBusEnd: 255,
-		Mem32:      Window{0xc000_0000, 0x2000_0000},
-		Mem64:      Window{0x10_0000_0000, 0x10_0000_0000},
-		IO:         Window{0xc000, 0x4000},
-		COM1:       true,
+		Mem32:      addr.Range{Base: 0xc000_0000, Size: 0x2000_0000},
+		Mem64:      addr.Range{Base: 0x10_0000_0000, Size: 0x10_0000_0000},
+		IO:         addr.Range{Base: 0xc000, Size: 0x4000},
+		LAPIC:      0xfee00000, IOAPIC: 0xfec00000,
+		PCIConfigPort: 0xcf8,
+		PM1aEvent:     0x600, PM1aControl: 0x604, SCI: 9,
+		ResetPort: 0xcf9, ResetValue: 6,
+		COM1Port: 0x3f8, COM1IRQ: 4,
+		PVPanicPort: 0x505,
 	}
 }
 
@@ -246,9 +253,14 @@ func TestBadConfig(t *testing.T) {
 		func(c *Config) { c.CPUs = 256 },
 		func(c *Config) { c.Base = 0xe0008 },
 		func(c *Config) { c.ECAM = 0 },
-		func(c *Config) { c.Mem32 = Window{0xf000_0000, 0x2000_0000} },
+		func(c *Config) { c.Mem32 = addr.Range{Base: 0xf000_0000, Size: 0x2000_0000} },
 		func(c *Config) { c.OEMID = "TOOLONGID" },
-		func(c *Config) { c.IO = Window{0xf000, 0x2000} },
+		func(c *Config) { c.IO = addr.Range{Base: 0xf000, Size: 0x2000} },
+		func(c *Config) { c.LAPIC = 0 },
+		func(c *Config) { c.PCIConfigPort = 0 },
+		func(c *Config) { c.PM1aControl = 0 },
+		func(c *Config) { c.ResetPort = 0 },
+		func(c *Config) { c.COM1IRQ = 0 },
 	} {
 		c := testConfig()
 		mod(&c)
@@ -261,9 +273,9 @@ func TestBadConfig(t *testing.T) {
 func TestPMTimerAndNoMem64(t *testing.T) {
 	c := testConfig()
 	c.PMTimer = 0x608
-	c.Mem64 = Window{}
-	c.IO = Window{}
-	c.COM1 = false
+	c.Mem64 = addr.Range{}
+	c.IO = addr.Range{}
+	c.COM1Port = 0
 	blob, rsdp, err := Build(c)
 	if err != nil {
 		t.Fatal(err)

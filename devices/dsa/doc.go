@@ -1,8 +1,9 @@
 // Package dsa is a software Intel Data Streaming Accelerator: DSA 1.0 as on
 // Sapphire Rapids (PCI 8086:0b25, class 0x088000), faithful enough that the
 // unmodified Linux idxd driver (6.1 and 6.12), accel-config's configuration
-// sequence and dmatest use it as they use the hardware. The reference is
-// /work/shared/reference/dsa-model.md (cited below as §n).
+// sequence and dmatest use it as they use the hardware. The references are the
+// Intel DSA Architecture Specification (order no. 341204, cited as SPEC) and
+// the Linux idxd driver (drivers/dma/idxd, include/uapi/linux/idxd.h).
 //
 // # Files
 //
@@ -32,7 +33,7 @@
 //
 // # Behaviour and the choices made where the reference leaves room
 //
-//   - Capabilities (§2.4): GENCAP max transfer shift 31, max batch shift 10,
+//   - Capabilities (SPEC ch. 9): GENCAP max transfer shift 31, max batch shift 10,
 //     overlapping copy, cache control, destination readback, CMDCAP (commands
 //     1-12; 13/14 with Config.IntHandles), config support; no block-on-fault,
 //     no event log, perfmon offset 0, IMS size 0. WQCAP: shared+dedicated,

@@ -14,7 +14,7 @@ import (
 // Operations whose result is only in the completion record must request one,
 // and a Drain must request a record or an interrupt: otherwise the
 // descriptor is refused with Invalid Flags, the bitmask naming the flag that
-// should have been 1 (dsa-model.md §4.2/§4.3).
+// should have been 1 (SPEC Tables 8-2 and 8-3).
 func TestRequiredCompletionFlags(t *testing.T) {
 	r := opsRig(t)
 	cases := []struct {

@@ -7,7 +7,7 @@ import (
 	"godvm/devices/platform"
 )
 
-// PCI identity of a Sapphire Rapids DSA (dsa-model.md §1.1).
+// PCI identity of a Sapphire Rapids DSA (the ID Linux idxd binds, PCI_DEVICE_ID_INTEL_DSA_SPR0).
 const (
 	VendorIntel = 0x8086
 	DeviceDSA   = 0x0b25
@@ -28,8 +28,9 @@ type Function struct {
 
 // NewFunction builds the device and its PCI function. Interrupts come from
 // irq (one platform MSI vector per MSI-X entry); BARs are mapped on p's MMIO
-// bus when the guest (or the root, as firmware) enables them; p may be nil
-// when the caller maps the BARs itself (vfio-user).
+// bus when the guest (or the root, as firmware) enables them. p is required:
+// its Mem is the guest memory the engines reach (a vfio-user server passes a
+// Platform over the client's DMA mappings and maps the BARs itself).
 func NewFunction(p *platform.Platform, irq platform.Interrupts, cfg Config) (*Function, error) {
 	if p == nil || p.Mem == nil {
 		return nil, fmt.Errorf("dsa: no guest memory")

@@ -5,7 +5,7 @@ import (
 )
 
 // Portals returns BAR2's handler: four 4 KiB portal pages per WQ (unlimited
-// MSI-X, limited MSI-X, unlimited IMS, limited IMS; dsa-model.md §1.2). It
+// MSI-X, limited MSI-X, unlimited IMS, limited IMS; Linux idxd: idxd_get_wq_portal_offset). It
 // implements bus.Wide64 for MOVDIR64B/ENQCMD/ENQCMDS.
 //
 // Accesses that are not 64-byte wide writes behave as on the hardware (SPEC

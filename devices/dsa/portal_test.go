@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"godvm/addr"
 	"godvm/devices/bus"
 	"godvm/devices/pci"
 	"godvm/devices/platform/fake"
@@ -204,9 +205,9 @@ func TestPCIFunction(t *testing.T) {
 	mem := mustMem(t, ram)
 	p.Mem = mem
 	root, err := pci.NewRoot(p, pci.RootConfig{
-		ECAM:  pci.Window{Base: 0xE000_0000, Size: 1 << 20},
-		Mem32: pci.Window{Base: 0xC000_0000, Size: 0x2000_0000},
-		Mem64: pci.Window{Base: 0x10_0000_0000, Size: 0x10_0000_0000},
+		ECAM:  addr.Range{Base: 0xE000_0000, Size: 1 << 20},
+		Mem32: addr.Range{Base: 0xC000_0000, Size: 0x2000_0000},
+		Mem64: addr.Range{Base: 0x10_0000_0000, Size: 0x10_0000_0000},
 	})
 	if err != nil {
 		t.Fatal(err)

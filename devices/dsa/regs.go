@@ -1,6 +1,6 @@
 package dsa
 
-// The BAR0 register map (dsa-model.md §2; SPEC ch. 9). One file so the layout
+// The BAR0 register map (SPEC ch. 9; Linux idxd registers.h). One file so the layout
 // is easy to find.
 
 // BAR0 layout of the model (SPEC Figure 9-1's example layout).
@@ -17,7 +17,7 @@ const (
 	CompletionRecLen = 32
 )
 
-// Portal pages within a WQ's 16 KiB (dsa-model.md §1.2).
+// Portal pages within a WQ's 16 KiB (Linux idxd: idxd_get_wq_portal_offset).
 const (
 	PortalUnlimitedMSIX = 0
 	PortalLimitedMSIX   = 1 // the one the Linux driver uses

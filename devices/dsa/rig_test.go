@@ -148,7 +148,7 @@ func (r *rig) configGroup(g int, wqs uint64, engines uint64) {
 const kernelDWQ = wqModeDedicated | 10<<wqPrioShift | wqPriv
 
 // setupDWQ configures and enables a kernel dedicated WQ 0 in group 0 with
-// all engines (the accel-config recipe of dsa-model.md §5.2).
+// all engines (accel-config's configuration sequence).
 func (r *rig) setupDWQ(size uint32) {
 	r.t.Helper()
 	r.configWQ(0, size, 0, kernelDWQ, 21, 5)

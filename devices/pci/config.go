@@ -1,5 +1,5 @@
 // Package pci is godvm's PCI bus: a host bridge with configuration access
-// through ports 0xCF8/0xCFC and ECAM, BAR allocation from the layout's MMIO
+// through the configuration ports (0xCF8/0xCFC) and ECAM, BAR allocation from the layout's MMIO
 // windows, a reusable type-0 configuration-space model (header, BAR sizing and
 // relocation, capability lists, write masks) and the MSI-X model that every
 // device (virtio, the DSA model, VFIO passthrough) interrupts through.

@@ -3,6 +3,7 @@ package pci_test
 import (
 	"fmt"
 
+	"godvm/addr"
 	"godvm/devices/bus"
 	"godvm/devices/pci"
 	"godvm/devices/platform/fake"
@@ -21,9 +22,9 @@ var _ bus.Device = (*regs)(nil)
 func Example() {
 	f, p := fake.New(nil)
 	root, err := pci.NewRoot(p, pci.RootConfig{
-		ECAM:  pci.Window{Base: 0xe000_0000, Size: 0x1000_0000},
-		Mem32: pci.Window{Base: 0xc000_0000, Size: 0x2000_0000},
-		Mem64: pci.Window{Base: 0x10_0000_0000, Size: 0x10_0000_0000},
+		ECAM:  addr.Range{Base: 0xe000_0000, Size: 0x1000_0000},
+		Mem32: addr.Range{Base: 0xc000_0000, Size: 0x2000_0000},
+		Mem64: addr.Range{Base: 0x10_0000_0000, Size: 0x10_0000_0000},
 	})
 	if err != nil {
 		panic(err)

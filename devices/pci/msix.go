@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"godvm/devices/bus"
 	"godvm/devices/platform"
 )
 
@@ -261,15 +262,10 @@ func (t *MSIXTable) Read(off uint64, data []byte) {
 	m := (*MSIX)(t)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for i := range data {
-		o := off + uint64(i)
-		v := o / MSIXEntrySize
-		if o < off || v >= uint64(len(m.entries)) {
-			data[i] = 0xff
-			continue
-		}
+	fill(data, 0xff)
+	for v := off / MSIXEntrySize; v < uint64(len(m.entries)) && bus.Touches(off, len(data), v*MSIXEntrySize, MSIXEntrySize); v++ {
 		b := t.entryBytes(&m.entries[v])
-		data[i] = b[o%MSIXEntrySize]
+		bus.ReadRegs(b[:], v*MSIXEntrySize, off, data)
 	}
 }
 
@@ -277,26 +273,16 @@ func (t *MSIXTable) Write(off uint64, data []byte) {
 	m := (*MSIX)(t)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	first, last := -1, -1
-	for i, x := range data {
-		o := off + uint64(i)
-		v := o / MSIXEntrySize
-		if o < off || v >= uint64(len(m.entries)) {
-			continue
-		}
+	for v := off / MSIXEntrySize; v < uint64(len(m.entries)); v++ {
 		e := &m.entries[v]
 		b := t.entryBytes(e)
-		b[o%MSIXEntrySize] = x
+		if !bus.WriteRegs(b[:], v*MSIXEntrySize, off, data) {
+			break
+		}
 		e.addr = binary.LittleEndian.Uint64(b[0:])
 		e.data = binary.LittleEndian.Uint32(b[8:])
 		e.ctl = binary.LittleEndian.Uint32(b[12:]) & msixVecMasked // other bits reserved
-		if first < 0 {
-			first = int(v)
-		}
-		last = int(v)
-	}
-	for v := first; v >= 0 && v <= last; v++ {
-		m.syncLocked(v)
+		m.syncLocked(int(v))
 	}
 }
 

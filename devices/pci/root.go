@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 
+	"godvm/addr"
 	"godvm/devices/platform"
 )
 
@@ -19,33 +20,37 @@ type Device interface {
 	BARs() [NumBARs]BAR
 }
 
-// Window is a range of guest-physical (or port) addresses BARs are placed in.
-type Window struct {
-	Base, Size uint64
-}
-
-// End is the first address after the window.
-func (w Window) End() uint64 { return w.Base + w.Size }
+// Window is the range type, addr.Range, under the name older callers use;
+// new code names addr.Range.
+type Window = addr.Range
 
 // RootConfig is what the VMM tells the root about the machine (the numbers
 // come from vmm/layout).
 type RootConfig struct {
-	ECAM  Window // ECAM (MMCONFIG); Size is a multiple of 1 MiB (one bus each)
-	Mem32 Window // 32-bit BARs
-	Mem64 Window // 64-bit BARs (empty: they go into Mem32)
-	IO    Window // I/O BARs (empty: devices with I/O BARs are refused)
+	ECAM  addr.Range // ECAM (MMCONFIG); Size is a multiple of 1 MiB (one bus each)
+	Mem32 addr.Range // 32-bit BARs
+	Mem64 addr.Range // 64-bit BARs (empty: they go into Mem32)
+	IO    addr.Range // I/O BARs (empty: devices with I/O BARs are refused)
+	// ConfigPort is the first of the eight ports of configuration
+	// mechanism #1: the address latch at ConfigPort+ConfigAddrOff, the reset
+	// control register at +ResetOff, data at +ConfigDataOff..+7 (godvm:
+	// layout.PortPCIConfig). 0: no port mechanism, ECAM only.
+	ConfigPort uint64
 	// Reset is called when the guest writes the reset control register
-	// (port 0xCF9) with the reset bit (value 0x6 from the FADT, or any value
-	// with bit 2 set). nil: such writes are ignored.
+	// with the reset bit (ResetValue from the FADT, or any value with bit 2
+	// set). nil: such writes are ignored.
 	Reset func()
 }
 
-// Address of the PIO configuration mechanism #1 ports (and 0xCF9 reset).
+// Offsets in the configuration mechanism #1 port block (RootConfig.ConfigPort),
+// and the value of a hard reset through its reset control register.
 const (
-	ConfigAddrPort = 0xcf8
-	ConfigDataPort = 0xcfc
-	ResetPort      = 0xcf9
-	MaxSlots       = 32
+	ConfigAddrOff = 0
+	ResetOff      = 1
+	ConfigDataOff = 4
+	ConfigPorts   = 8
+	ResetValue    = 0x6 // full reset, system reset (bits 2 and 1)
+	MaxSlots      = 32
 )
 
 // Host bridge identity (Red Hat's generic PCIe host bridge, which Linux
@@ -61,12 +66,12 @@ type slot struct {
 }
 
 // Root is the PCI root complex: a host bridge at 00:00.0 and up to 31
-// endpoints on bus 0, reached through ports 0xCF8/0xCFC and ECAM.
+// endpoints on bus 0, reached through the configuration ports and ECAM.
 type Root struct {
 	mu    sync.Mutex
 	cfg   RootConfig
 	slots [MaxSlots]*slot
-	addr  uint32 // 0xCF8 latch
+	addr  uint32 // the address latch (ConfigAddrOff)
 	next  map[string]uint64
 
 	bridge *ConfigSpace
@@ -93,11 +98,15 @@ func NewRoot(p *platform.Platform, cfg RootConfig) (*Root, error) {
 	})
 	r.slots[0] = &slot{dev: r.bridge, name: "host bridge"}
 	if p != nil {
-		if err := p.PIO.Register(ConfigAddrPort, 8, "pci config", (*pioConfig)(r)); err != nil {
-			return nil, err
+		if cfg.ConfigPort != 0 {
+			if err := p.PIO.Register(cfg.ConfigPort, ConfigPorts, "pci config", (*pioConfig)(r)); err != nil {
+				return nil, err
+			}
 		}
 		if err := p.MMIO.Register(cfg.ECAM.Base, cfg.ECAM.Size, "pci ecam", (*ecam)(r)); err != nil {
-			p.PIO.Unregister(ConfigAddrPort)
+			if cfg.ConfigPort != 0 {
+				p.PIO.Unregister(cfg.ConfigPort)
+			}
 			return nil, err
 		}
 	}
@@ -190,7 +199,7 @@ func (r *Root) AddAt(n int, name string, dev Device) error {
 
 func (r *Root) alloc(b BAR) (uint64, error) {
 	var key string
-	var w Window
+	var w addr.Range
 	align := b.Size
 	switch b.Type {
 	case BARIO:
@@ -276,18 +285,19 @@ func (r *Root) ConfigWrite(busNo, dev, fn, off uint32, data []byte) {
 	d.ConfigWrite(off, data)
 }
 
-// pioConfig serves ports 0xCF8-0xCFF: the 32-bit address latch at 0xCF8,
-// the reset control register at 0xCF9 (byte accesses), data at 0xCFC-0xCFF.
+// pioConfig serves the eight ports at RootConfig.ConfigPort (0xCF8-0xCFF on
+// a PC): the 32-bit address latch, the reset control register (byte
+// accesses) and four data ports.
 type pioConfig Root
 
 func (p *pioConfig) Read(off uint64, data []byte) {
 	r := (*Root)(p)
 	switch {
-	case off == 0 && len(data) == 4:
+	case off == ConfigAddrOff && len(data) == 4:
 		r.mu.Lock()
 		binary.LittleEndian.PutUint32(data, r.addr)
 		r.mu.Unlock()
-	case off >= 4 && off+uint64(len(data)) <= 8:
+	case off >= ConfigDataOff && off+uint64(len(data)) <= ConfigPorts:
 		r.mu.Lock()
 		a := r.addr
 		r.mu.Unlock()
@@ -295,8 +305,8 @@ func (p *pioConfig) Read(off uint64, data []byte) {
 			fill(data, 0xff)
 			return
 		}
-		r.ConfigRead(a>>16&0xff, a>>11&0x1f, a>>8&7, a&0xfc+uint32(off-4), data)
-	case off == 1 && len(data) == 1:
+		r.ConfigRead(a>>16&0xff, a>>11&0x1f, a>>8&7, a&0xfc+uint32(off-ConfigDataOff), data)
+	case off == ResetOff && len(data) == 1:
 		data[0] = 0
 	default:
 		fill(data, 0xff)
@@ -306,19 +316,19 @@ func (p *pioConfig) Read(off uint64, data []byte) {
 func (p *pioConfig) Write(off uint64, data []byte) {
 	r := (*Root)(p)
 	switch {
-	case off == 0 && len(data) == 4:
+	case off == ConfigAddrOff && len(data) == 4:
 		r.mu.Lock()
 		r.addr = binary.LittleEndian.Uint32(data) &^ 0x7f000003
 		r.mu.Unlock()
-	case off >= 4 && off+uint64(len(data)) <= 8:
+	case off >= ConfigDataOff && off+uint64(len(data)) <= ConfigPorts:
 		r.mu.Lock()
 		a := r.addr
 		r.mu.Unlock()
 		if a&(1<<31) == 0 {
 			return
 		}
-		r.ConfigWrite(a>>16&0xff, a>>11&0x1f, a>>8&7, a&0xfc+uint32(off-4), data)
-	case off == 1 && len(data) == 1:
+		r.ConfigWrite(a>>16&0xff, a>>11&0x1f, a>>8&7, a&0xfc+uint32(off-ConfigDataOff), data)
+	case off == ResetOff && len(data) == 1:
 		if data[0]&4 != 0 && r.cfg.Reset != nil {
 			r.cfg.Reset()
 		}

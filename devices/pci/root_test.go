@@ -4,15 +4,24 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"godvm/addr"
 	"godvm/devices/bus"
+)
+
+// The PC's configuration mechanism #1 ports, as the VMM passes them in.
+const (
+	cfgAddrPort = 0xcf8
+	cfgDataPort = cfgAddrPort + ConfigDataOff
+	resetPort   = cfgAddrPort + ResetOff
 )
 
 func testRootConfig() RootConfig {
 	return RootConfig{
-		ECAM:  Window{0xe000_0000, 0x1000_0000},
-		Mem32: Window{0xc000_0000, 0x2000_0000},
-		Mem64: Window{0x10_0000_0000, 0x10_0000_0000},
-		IO:    Window{0xc000, 0x4000},
+		ECAM:       addr.Range{Base: 0xe000_0000, Size: 0x1000_0000},
+		Mem32:      addr.Range{Base: 0xc000_0000, Size: 0x2000_0000},
+		Mem64:      addr.Range{Base: 0x10_0000_0000, Size: 0x10_0000_0000},
+		IO:         addr.Range{Base: 0xc000, Size: 0x4000},
+		ConfigPort: cfgAddrPort,
 	}
 }
 
@@ -23,9 +32,9 @@ func cf8Read(t *testing.T, r *Root, pio interface {
 	t.Helper()
 	var a [4]byte
 	binary.LittleEndian.PutUint32(a[:], 1<<31|dev<<11|reg&^3)
-	pio.Write(ConfigAddrPort, a[:])
+	pio.Write(cfgAddrPort, a[:])
 	b := make([]byte, n)
-	if !pio.Read(uint64(ConfigDataPort)+uint64(reg&3), b) {
+	if !pio.Read(uint64(cfgDataPort)+uint64(reg&3), b) {
 		t.Fatal("0xCFC not decoded")
 	}
 	return b
@@ -50,13 +59,13 @@ func TestRootEnumeration(t *testing.T) {
 	// Address latch reads back; enable bit off -> data reads all-ones.
 	var a [4]byte
 	binary.LittleEndian.PutUint32(a[:], 0x7f00_0803)
-	p.PIO.Write(ConfigAddrPort, a[:])
-	p.PIO.Read(ConfigAddrPort, a[:])
+	p.PIO.Write(cfgAddrPort, a[:])
+	p.PIO.Read(cfgAddrPort, a[:])
 	if binary.LittleEndian.Uint32(a[:]) != 0x800 {
 		t.Fatalf("latch = %#x", binary.LittleEndian.Uint32(a[:]))
 	}
 	var d [4]byte
-	p.PIO.Read(ConfigDataPort, d[:])
+	p.PIO.Read(cfgDataPort, d[:])
 	if d != [4]byte{0xff, 0xff, 0xff, 0xff} {
 		t.Fatal("data with enable bit clear")
 	}
@@ -137,8 +146,8 @@ func TestRootEnumeration(t *testing.T) {
 
 func TestRootWindowsExhausted(t *testing.T) {
 	cfg := testRootConfig()
-	cfg.Mem32 = Window{0xc000_0000, 0x2000}
-	cfg.IO = Window{}
+	cfg.Mem32 = addr.Range{Base: 0xc000_0000, Size: 0x2000}
+	cfg.IO = addr.Range{}
 	r, err := NewRoot(newPlat(), cfg)
 	must(t, err)
 	big := NewConfigSpace(nil, "big", Header{})
@@ -167,7 +176,7 @@ func TestRootWindowsExhausted(t *testing.T) {
 		t.Fatal("bad ECAM accepted")
 	}
 	bad = testRootConfig()
-	bad.Mem32 = Window{0xffff_0000, 0x10_0000}
+	bad.Mem32 = addr.Range{Base: 0xffff_0000, Size: 0x10_0000}
 	if _, err := NewRoot(newPlat(), bad); err == nil {
 		t.Fatal("32-bit window above 4 GiB accepted")
 	}
@@ -180,15 +189,43 @@ func TestRootResetPort(t *testing.T) {
 	p := newPlat()
 	_, err := NewRoot(p, cfg)
 	must(t, err)
-	p.PIO.Write(ResetPort, []byte{0x2})
-	p.PIO.Write(ResetPort, []byte{0x6})
+	p.PIO.Write(resetPort, []byte{0x2})
+	p.PIO.Write(resetPort, []byte{0x6})
 	if resets != 1 {
 		t.Fatalf("resets = %d", resets)
 	}
 	// Odd-sized accesses to the address latch are harmless.
-	p.PIO.Write(ConfigAddrPort, []byte{1, 2})
+	p.PIO.Write(cfgAddrPort, []byte{1, 2})
 	var b [2]byte
-	p.PIO.Read(ConfigAddrPort+2, b[:])
+	p.PIO.Read(cfgAddrPort+2, b[:])
+}
+
+// The root decodes its configuration ports where the config puts them, and
+// none with ConfigPort 0.
+func TestRootConfigPortFromConfig(t *testing.T) {
+	cfg := testRootConfig()
+	cfg.ConfigPort = 0x1cf8
+	p := newPlat()
+	_, err := NewRoot(p, cfg)
+	must(t, err)
+	var a [4]byte
+	binary.LittleEndian.PutUint32(a[:], 1<<31)
+	if !p.PIO.Write(0x1cf8, a[:]) || p.PIO.Write(cfgAddrPort, a[:]) {
+		t.Fatal("address latch not at the configured port (or still at 0xcf8)")
+	}
+	var d [4]byte
+	p.PIO.Read(0x1cf8+ConfigDataOff, d[:])
+	if binary.LittleEndian.Uint32(d[:]) != HostBridgeDevice<<16|HostBridgeVendor {
+		t.Fatalf("host bridge id through port %#x: %x", 0x1cf8+ConfigDataOff, d)
+	}
+
+	cfg.ConfigPort = 0
+	p = newPlat()
+	_, err = NewRoot(p, cfg)
+	must(t, err)
+	if p.PIO.Write(cfgAddrPort, a[:]) || p.PIO.Write(0x1cf8, a[:]) {
+		t.Fatal("ConfigPort 0 registered configuration ports")
+	}
 }
 
 func TestMux(t *testing.T) {

@@ -3,9 +3,10 @@ package virtio
 import (
 	"bytes"
 	"os"
-	"sync"
 	"testing"
 	"time"
+
+	"godvm/internal/proc"
 )
 
 func TestRNG(t *testing.T) {
@@ -42,26 +43,9 @@ func TestRNG(t *testing.T) {
 	}
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestConsole(t *testing.T) {
 	m := newMachine(t)
-	out := &syncBuf{}
+	out := &proc.Buffer{}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"godvm/addr"
 	"godvm/devices/pci"
 	"godvm/devices/platform"
 	"godvm/devices/platform/fake"
@@ -39,9 +40,9 @@ func newMachine(t testing.TB) *machine {
 	t.Cleanup(func() { mem.Close() })
 	f, p := fake.New(mem)
 	root, err := pci.NewRoot(p, pci.RootConfig{
-		ECAM:  pci.Window{Base: ecamBase, Size: 0x1000_0000},
-		Mem32: pci.Window{Base: 0xc000_0000, Size: 0x2000_0000},
-		Mem64: pci.Window{Base: 0x10_0000_0000, Size: 0x10_0000_0000},
+		ECAM:  addr.Range{Base: ecamBase, Size: 0x1000_0000},
+		Mem32: addr.Range{Base: 0xc000_0000, Size: 0x2000_0000},
+		Mem64: addr.Range{Base: 0x10_0000_0000, Size: 0x10_0000_0000},
 	})
 	if err != nil {
 		t.Fatal(err)

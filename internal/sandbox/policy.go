@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"godvm/kvm"
-	"godvm/vfio"
+	vfiokernel "godvm/vfio/kernel"
 )
 
 // The allow-lists. Everything here was seen in `strace -f` of real runs
@@ -259,7 +259,7 @@ func requests() map[string]uint64 {
 	for n, v := range kvm.Requests() {
 		m[n] = uint64(v)
 	}
-	for n, v := range vfio.Requests() {
+	for n, v := range vfiokernel.Requests() {
 		m[n] = uint64(v)
 	}
 	return m

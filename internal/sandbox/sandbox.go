@@ -36,7 +36,7 @@
 // agent's scenarios, the built-in DSA, virtio-blk/net/rng/console,
 // vfio-user against godvm dsa-server, SIGTERM; and from the code paths
 // that cannot run here (kernel VFIO). The ioctl request numbers come from
-// kvm.Requests and vfio.Requests, whose tests fail when a new request is
+// kvm.Requests and vfio/kernel.Requests, whose tests fail when a new request is
 // not listed there.
 package sandbox
 

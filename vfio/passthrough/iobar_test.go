@@ -10,17 +10,19 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/abi/linux"
 
+	"godvm/addr"
 	"godvm/devices/pci"
 	"godvm/devices/platform"
 	"godvm/devices/platform/fake"
 	"godvm/guestmem"
 	"godvm/vfio"
+	vfiokernel "godvm/vfio/kernel"
 	"godvm/vfio/vfiouser"
 	"godvm/vfio/vfiouser/testdev"
 )
 
 // The I/O window the tests give the root (vmm/layout's).
-var ioWindow = pci.Window{Base: 0xc000, Size: 0x4000}
+var ioWindow = addr.Range{Base: 0xc000, Size: 0x4000}
 
 // ioRig is a fake machine with a root that has an I/O window and one
 // passthrough device whose BAR0 is in I/O space.
@@ -40,8 +42,8 @@ func newIORig(t *testing.T, dev vfio.Device) *ioRig {
 	}
 	t.Cleanup(func() { mem.Close() })
 	_, p := fake.New(mem)
-	root, err := pci.NewRoot(p, pci.RootConfig{ECAM: pci.Window{Base: 0xE000_0000, Size: 1 << 20},
-		Mem32: pci.Window{Base: 0xC000_0000, Size: 0x2000_0000}, IO: ioWindow})
+	root, err := pci.NewRoot(p, pci.RootConfig{ECAM: addr.Range{Base: 0xE000_0000, Size: 1 << 20},
+		Mem32: addr.Range{Base: 0xC000_0000, Size: 0x2000_0000}, IO: ioWindow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +183,7 @@ func TestIOBarVfioUser(t *testing.T) {
 // access's width.
 func TestIOBarKernelVFIO(t *testing.T) {
 	k := newFakeKernel(t)
-	dev, err := vfio.Open("/dev/vfio/devices/vfio0", vfio.WithSys(k), vfio.WithLogger(quiet))
+	dev, err := vfiokernel.Open("/dev/vfio/devices/vfio0", vfiokernel.WithSys(k), vfiokernel.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,4 +329,4 @@ func (k *fakeKernel) Readlink(string) (string, error)      { return "", unix.ENO
 func (k *fakeKernel) ReadDir(string) ([]string, error)     { return nil, unix.ENOENT }
 func (k *fakeKernel) Exists(path string) bool              { return path == "/dev/vfio" }
 
-var _ vfio.Sys = (*fakeKernel)(nil)
+var _ vfiokernel.Sys = (*fakeKernel)(nil)

@@ -23,13 +23,14 @@ import (
 	"log/slog"
 	"sync"
 
+	"godvm/addr"
 	"godvm/devices/bus"
 	"godvm/devices/pci"
 	"godvm/devices/platform"
 	"godvm/vfio"
 )
 
-const pageSize = 4096
+const pageSize = addr.PageSize
 
 // Device is a passthrough PCI function.
 type Device struct {
@@ -74,20 +75,6 @@ type mapping struct {
 	host   []byte
 	handle int
 	slot   bool
-}
-
-// Add opens nothing: it takes an open device, DMA-maps guest RAM, builds the
-// virtual configuration space and adds the function to root.
-func Add(p *platform.Platform, root *pci.Root, dev vfio.Device) error {
-	d, err := New(p, dev, "vfio")
-	if err != nil {
-		return err
-	}
-	if _, err := root.Add(d.name, d); err != nil {
-		d.Close()
-		return err
-	}
-	return nil
 }
 
 // New builds the passthrough function without adding it to a root.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"godvm/addr"
 	"godvm/devices/dsa"
 	"godvm/devices/pci"
 	"godvm/devices/platform"
@@ -52,8 +53,8 @@ func newRig(t *testing.T, mapped bool) *rig {
 		t.Fatal(err)
 	}
 	f, p := fake.New(mem)
-	root, err := pci.NewRoot(p, pci.RootConfig{ECAM: pci.Window{Base: 0xE000_0000, Size: 1 << 20},
-		Mem32: pci.Window{Base: 0xC000_0000, Size: 0x2000_0000}, Mem64: pci.Window{Base: 0x10_0000_0000, Size: 0x10_0000_0000}})
+	root, err := pci.NewRoot(p, pci.RootConfig{ECAM: addr.Range{Base: 0xE000_0000, Size: 1 << 20},
+		Mem32: addr.Range{Base: 0xC000_0000, Size: 0x2000_0000}, Mem64: addr.Range{Base: 0x10_0000_0000, Size: 0x10_0000_0000}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,10 +299,14 @@ func TestMSIXPagesStayTrapped(t *testing.T) {
 	mem, _ := guestmem.New([]guestmem.Spec{{GPA: 0, Size: 1 << 20}})
 	defer mem.Close()
 	fp, p := fake.New(mem)
-	root, _ := pci.NewRoot(p, pci.RootConfig{ECAM: pci.Window{Base: 0xE000_0000, Size: 1 << 20},
-		Mem32: pci.Window{Base: 0xC000_0000, Size: 0x2000_0000}, Mem64: pci.Window{Base: 0x10_0000_0000, Size: 0x10_0000_0000}})
+	root, _ := pci.NewRoot(p, pci.RootConfig{ECAM: addr.Range{Base: 0xE000_0000, Size: 1 << 20},
+		Mem32: addr.Range{Base: 0xC000_0000, Size: 0x2000_0000}, Mem64: addr.Range{Base: 0x10_0000_0000, Size: 0x10_0000_0000}})
 	fd := newFakeDev()
-	if err := Add(p, root, fd); err != nil {
+	d, err := New(p, fd, "vfio")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Add("vfio", d); err != nil {
 		t.Fatal(err)
 	}
 	// Page 1 (table and PBA) is left out: two runs around it.

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"godvm/addr"
 	"godvm/guestmem"
 	"godvm/vmm/layout"
 )
@@ -189,7 +190,7 @@ func (k *Kernel) Load(mem *guestmem.Memory) error {
 
 // CheckFits reports whether the kernel lies in RAM below the 32-bit hole and
 // above the boot structures.
-func (k *Kernel) CheckFits(ram []layout.Region) error {
+func (k *Kernel) CheckFits(ram []addr.Range) error {
 	top := layout.LowRAMTop(ram)
 	if k.Start < layout.HighMemStart {
 		return fmt.Errorf("kernel loads at %#x, below 1 MiB where the boot structures are", k.Start)

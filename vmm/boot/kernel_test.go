@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"godvm/addr"
 	"godvm/guestmem"
 	"godvm/vmm/layout"
 )
@@ -117,7 +118,7 @@ func TestParseELF(t *testing.T) {
 	if err := k.CheckFits(ram); err != nil {
 		t.Error(err)
 	}
-	small := []layout.Region{{Start: 0, Size: 16 << 20}}
+	small := []addr.Range{{Base: 0, Size: 16 << 20}}
 	if err := k.CheckFits(small); err == nil || !strings.Contains(err.Error(), "--memory") {
 		t.Errorf("kernel beyond RAM: %v", err)
 	}

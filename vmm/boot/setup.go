@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"godvm/addr"
 	"godvm/guestmem"
 	"godvm/vmm/layout"
 )
@@ -11,7 +12,7 @@ import (
 // Params is what the zero page says besides the kernel's own header.
 type Params struct {
 	Cmdline    string
-	RAM        []layout.Region
+	RAM        []addr.Range
 	InitrdAddr uint64 // from PlaceInitrd
 	InitrdSize uint64 // 0: no initrd
 	RSDP       uint64 // ACPI RSDP address; 0: no ACPI tables
@@ -23,7 +24,7 @@ const initrdAlign = 2 * layout.MiB
 // PlaceInitrd picks the initrd's address: as high as possible below both the
 // end of RAM below 4 GiB and the kernel's initrd_addr_max, 2 MiB aligned, and
 // above the kernel.
-func PlaceInitrd(k *Kernel, size uint64, ram []layout.Region) (uint64, error) {
+func PlaceInitrd(k *Kernel, size uint64, ram []addr.Range) (uint64, error) {
 	if size == 0 {
 		return 0, nil
 	}

@@ -106,6 +106,7 @@ import (
 	"log/slog"
 	"sync/atomic"
 
+	"godvm/addr"
 	"godvm/devices/bus"
 	"godvm/guestmem"
 	"godvm/kvm"
@@ -152,7 +153,7 @@ func New(mem *guestmem.Memory, mmio *bus.Bus) *Emulator {
 // maxInsnLen is the architectural limit on an x86 instruction's length.
 const maxInsnLen = 15
 
-const pageSize = 4096
+const pageSize = addr.PageSize
 
 // RFLAGS bits.
 const (

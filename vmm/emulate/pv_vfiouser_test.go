@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"godvm/addr"
 	"godvm/devices/bus"
 	"godvm/devices/dsa"
 	"godvm/devices/pci"
@@ -45,8 +46,8 @@ func TestPVReachesVFIOUserMappedPortal(t *testing.T) {
 		t.Fatal(err)
 	}
 	f, p := fake.New(mem)
-	root, err := pci.NewRoot(p, pci.RootConfig{ECAM: pci.Window{Base: 0xe000_0000, Size: 1 << 20},
-		Mem32: pci.Window{Base: 0xc000_0000, Size: 0x2000_0000}, Mem64: pci.Window{Base: 0x10_0000_0000, Size: 0x10_0000_0000}})
+	root, err := pci.NewRoot(p, pci.RootConfig{ECAM: addr.Range{Base: 0xe000_0000, Size: 1 << 20},
+		Mem32: addr.Range{Base: 0xc000_0000, Size: 0x2000_0000}, Mem64: addr.Range{Base: 0x10_0000_0000, Size: 0x10_0000_0000}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -13,21 +12,18 @@ import (
 )
 
 // fakeVM models the KVM state the controller drives and checks KVM's
-// rules: an irqfd is (de)assigned once per (fd, gsi); ioeventfds must match
-// to be removed; slots must not overlap.
+// rules: an irqfd is (de)assigned once per (fd, gsi).
 type fakeVM struct {
 	table   []kvm.IRQRoutingEntry
 	submits int
 	irqfds  map[[2]int]bool // {fd, gsi}
 	lines   map[uint32]bool
-	ioev    []kvm.IOEventFD
-	slots   map[uint32]kvm.UserspaceMemoryRegion
 	log     []string
 	fail    map[string]error // next call of that name fails
 }
 
 func newFakeVM() *fakeVM {
-	return &fakeVM{irqfds: map[[2]int]bool{}, lines: map[uint32]bool{}, slots: map[uint32]kvm.UserspaceMemoryRegion{}, fail: map[string]error{}}
+	return &fakeVM{irqfds: map[[2]int]bool{}, lines: map[uint32]bool{}, fail: map[string]error{}}
 }
 
 func (f *fakeVM) failing(name string) error {
@@ -91,39 +87,9 @@ func (f *fakeVM) IRQLine(gsi uint32, level bool) error {
 	return nil
 }
 
-func (f *fakeVM) SetIOEventFD(e kvm.IOEventFD) error {
-	if err := f.failing("ioeventfd"); err != nil {
-		return err
-	}
-	if e.Flags&kvm.IOEventFDFlagDeassign != 0 {
-		e.Flags &^= kvm.IOEventFDFlagDeassign
-		for i, x := range f.ioev {
-			if x == e {
-				f.ioev = append(f.ioev[:i], f.ioev[i+1:]...)
-				return nil
-			}
-		}
-		return &kvm.Error{Op: "KVM_IOEVENTFD", Errno: unix.ENOENT}
-	}
-	f.ioev = append(f.ioev, e)
-	return nil
-}
-
-func (f *fakeVM) SetUserMemoryRegion(r kvm.UserspaceMemoryRegion) error {
-	if err := f.failing("slot"); err != nil {
-		return err
-	}
-	if r.MemorySize == 0 {
-		delete(f.slots, r.Slot)
-		return nil
-	}
-	f.slots[r.Slot] = r
-	return nil
-}
-
 func newCtl(t *testing.T) (*Controller, *fakeVM) {
 	f := newFakeVM()
-	return New(f, Config{FirstSlot: 4, SlotLimit: 8}), f
+	return New(f, Config{}), f
 }
 
 func TestDefaultRoutes(t *testing.T) {
@@ -351,124 +317,5 @@ func TestIRQLine(t *testing.T) {
 	f.fail["line"] = &kvm.Error{Op: "KVM_IRQ_LINE", Errno: unix.ENXIO}
 	if err := c.SetIRQLine(4, false); err == nil || !strings.Contains(err.Error(), "line 4: KVM_IRQ_LINE") {
 		t.Errorf("err %v", err)
-	}
-}
-
-func TestIOEvents(t *testing.T) {
-	c, f := newCtl(t)
-	ev, err := platform.NewEventFD()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ev.Close()
-	dm := uint64(3)
-	if err := c.AddIOEvent(platform.MMIO, 0xc000_1000, 4, &dm, ev); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.AddIOEvent(platform.PIO, 0x510, 2, nil, ev); err != nil {
-		t.Fatal(err)
-	}
-	if len(f.ioev) != 2 {
-		t.Fatalf("%d ioeventfds", len(f.ioev))
-	}
-	m := f.ioev[0]
-	if m.Addr != 0xc0001000 || m.Len != 4 || m.FD != int32(ev.Fd()) || m.DataMatch != 3 || m.Flags != kvm.IOEventFDFlagDataMatch {
-		t.Errorf("mmio %+v", m)
-	}
-	if p := f.ioev[1]; p.Flags != kvm.IOEventFDFlagPIO || p.Addr != 0x510 {
-		t.Errorf("pio %+v", p)
-	}
-	dm = 99 // the controller copied the value
-	if err := c.AddIOEvent(platform.MMIO, 0, 3, nil, ev); err == nil {
-		t.Error("size 3 accepted")
-	}
-	if err := c.RemoveIOEvent(platform.MMIO, 0xc000_1000, 4, nil, ev); err == nil {
-		t.Error("removed with the wrong datamatch")
-	}
-	three := uint64(3)
-	if err := c.RemoveIOEvent(platform.MMIO, 0xc000_1000, 4, &three, ev); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.RemoveIOEvent(platform.PIO, 0x510, 2, nil, ev); err != nil {
-		t.Fatal(err)
-	}
-	if len(f.ioev) != 0 {
-		t.Errorf("left %+v", f.ioev)
-	}
-	if err := c.RemoveIOEvent(platform.PIO, 0x510, 2, nil, ev); err == nil {
-		t.Error("double remove")
-	}
-}
-
-func pageAligned(t *testing.T, n int) []byte {
-	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Munmap(b) })
-	return b
-}
-
-func TestMemSlots(t *testing.T) {
-	c, f := newCtl(t)
-	a := pageAligned(t, 0x2000)
-	h, err := c.MapHostMemory(0xc000_0000, a, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if h != 4 {
-		t.Errorf("first slot %d, want FirstSlot 4", h)
-	}
-	r := f.slots[4]
-	if r.GuestPhysAddr != 0xc0000000 || r.MemorySize != 0x2000 || r.UserspaceAddr != uint64(uintptr(unsafe.Pointer(&a[0]))) || r.Flags != 0 {
-		t.Errorf("%+v", r)
-	}
-	b := pageAligned(t, 0x1000)
-	h2, err := c.MapHostMemory(0xc000_4000, b, true)
-	if err != nil || h2 != 5 || f.slots[5].Flags != kvm.MemReadonly {
-		t.Errorf("second: %d %v %+v", h2, err, f.slots[5])
-	}
-	if _, err := c.MapHostMemory(0xc000_1000, b, false); err == nil || !strings.Contains(err.Error(), "overlaps slot 4") {
-		t.Errorf("overlap: %v", err)
-	}
-	if _, err := c.MapHostMemory(0xc000_8000, a[1:0x1001], false); err == nil {
-		t.Error("unaligned host accepted")
-	}
-	if _, err := c.MapHostMemory(0xc000_8800, b, false); err == nil {
-		t.Error("unaligned gpa accepted")
-	}
-	if _, err := c.MapHostMemory(0xc000_8000, nil, false); err == nil {
-		t.Error("empty mapping accepted")
-	}
-	if err := c.UnmapHostMemory(h); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := f.slots[4]; ok {
-		t.Error("slot 4 not deleted in KVM")
-	}
-	if err := c.UnmapHostMemory(h); err == nil {
-		t.Error("double unmap")
-	}
-	// Slot 4 is free again; limit 8 allows 4..7.
-	for i := 0; i < 3; i++ {
-		if _, err := c.MapHostMemory(0xd000_0000+uint64(i)*0x1000, b, false); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := c.MapHostMemory(0xd100_0000, b, false); err == nil || !strings.Contains(err.Error(), "no free memory slot") {
-		t.Errorf("exhaustion: %v", err)
-	}
-	if err := c.UnmapHostMemory(5); err != nil {
-		t.Fatal(err)
-	}
-	f.fail["slot"] = &kvm.Error{Op: "KVM_SET_USER_MEMORY_REGION", Errno: unix.EEXIST}
-	if _, err := c.MapHostMemory(0xd200_0000, b, false); err == nil || !strings.Contains(err.Error(), "KVM_SET_USER_MEMORY_REGION: file exists") {
-		t.Errorf("kvm failure: %v", err)
-	}
-	if _, ok := f.slots[5]; ok {
-		t.Error("failed map recorded")
-	}
-	if h, err := c.MapHostMemory(0xd200_0000, b, false); err != nil || h != 5 {
-		t.Errorf("slot not free after a failed map: %d %v", h, err)
 	}
 }

@@ -1,6 +1,9 @@
-// Package layout is godvm's guest-physical address map: every fixed address
-// the VMM, the boot code, the ACPI/MP tables and the device windows use is
-// defined here and nowhere else.
+// Package layout is godvm's guest-physical address map: every fixed address,
+// port and interrupt line the VMM, the boot code, the ACPI/MP tables and the
+// device windows use is defined here and nowhere else. Packages outside vmm
+// (devices/acpi, devices/pci) hold none of their own: vmm passes these in
+// (vmm/tables.go), and vmm/tables_test.go checks that the generated tables
+// and the PCI root's ports equal them.
 //
 //	0x0000_0000  ┌──────────────────────────────┐
 //	             │ real-mode IVT / BDA (unused)  │
@@ -29,7 +32,11 @@
 // I/O window (I/O BARs) is 0xc000-0xffff.
 package layout
 
-import "fmt"
+import (
+	"fmt"
+
+	"godvm/addr"
+)
 
 const (
 	KiB = 1 << 10
@@ -95,22 +102,23 @@ const (
 
 // Legacy port I/O and interrupt lines.
 const (
-	PortCOM1      = 0x3f8
+	PortCOM1      = 0x3f8 // eight ports
 	IRQCOM1       = 4
 	PortCMOS      = 0x70 // index, data at 0x71
-	PortI8042     = 0x60 // 0x60 data .. 0x64 command/status
+	PortPOST      = 0x80 // POST code (written, ignored)
+	PortI8042Cmd  = 0x64 // i8042 command/status (0x60, its data port, is not decoded)
 	PortDebugExit = 0xf4
 	PortBootTimer = 0xf5
 	PortPV64B     = 0xf6 // paravirtual 64-byte store (MOVDIR64B/ENQCMDS): protocol in vmm/emulate's package doc
 	PortPVPanic   = 0x505
 	PortPM1aEvent = 0x600 // 4 bytes
 	PortPM1aCtrl  = 0x604 // 2 bytes
-	PortResetCF9  = 0xcf9
-	PortPCIConfig = 0xcf8 // 0xcf8 address, 0xcfc-0xcff data
-	IOAPICPins    = 24    // GSIs 0-23 are IOAPIC pins
+	PortPCIConfig = 0xcf8 // PCI configuration mechanism #1: 0xcf8 address, 0xcf9 reset, 0xcfc-0xcff data
+	PortResetCF9  = PortPCIConfig + 1
+	IOAPICPins    = 24 // GSIs 0-23 are IOAPIC pins (KVM's IOAPIC)
 	SCIIRQ        = 9
-	FirstMSIGSI   = 24  // GSIs from here on are MSI routes
-	MaxVCPUs      = 254 // APIC IDs 0..N-1; the IOAPIC takes ID N
+	FirstMSIGSI   = IOAPICPins // GSIs from here on are MSI routes
+	MaxVCPUs      = 254        // APIC IDs 0..N-1; the IOAPIC takes ID N
 	DefaultMemory = 512 * MiB
 	DefaultVCPUs  = 1
 )
@@ -127,30 +135,25 @@ const (
 	PCIIOSize  = 0x4000
 )
 
-// Region is a span of guest-physical address space.
-type Region struct {
-	Start, Size uint64
-}
-
-// End is the first address after r.
-func (r Region) End() uint64 { return r.Start + r.Size }
-
 // RAM splits size bytes of guest RAM around the 32-bit hole: up to LowRAMEnd
 // from 0, the rest from 4 GiB.
-func RAM(size uint64) ([]Region, error) {
+func RAM(size uint64) ([]addr.Range, error) {
 	if size < MinMemory {
+		if size < MiB {
+			return nil, fmt.Errorf("memory size %d bytes is too small (minimum %d MiB)", size, MinMemory/MiB)
+		}
 		return nil, fmt.Errorf("memory size %d MiB is too small (minimum %d MiB)", size/MiB, MinMemory/MiB)
 	}
 	if size > MaxMemory {
 		return nil, fmt.Errorf("memory size %d MiB is too large (maximum %d MiB)", size/MiB, uint64(MaxMemory)/MiB)
 	}
-	if size%(4*KiB) != 0 {
+	if !addr.PageAligned(size) {
 		return nil, fmt.Errorf("memory size %d is not a multiple of 4 KiB", size)
 	}
 	if size <= LowRAMEnd {
-		return []Region{{0, size}}, nil
+		return []addr.Range{{Base: 0, Size: size}}, nil
 	}
-	return []Region{{0, LowRAMEnd}, {HighRAM, size - LowRAMEnd}}, nil
+	return []addr.Range{{Base: 0, Size: LowRAMEnd}, {Base: HighRAM, Size: size - LowRAMEnd}}, nil
 }
 
 // E820Type is the kind of an e820 entry.
@@ -172,10 +175,10 @@ type E820Entry struct {
 // EBDA, the reserved BIOS area (ACPI and MP tables), RAM from 1 MiB to the
 // hole, RAM above 4 GiB, and the ECAM window reserved (Linux wants MMCONFIG
 // reserved in e820 before it trusts MCFG).
-func E820(ram []Region) []E820Entry {
+func E820(ram []addr.Range) []E820Entry {
 	var out []E820Entry
 	for _, r := range ram {
-		if r.Start == 0 {
+		if r.Base == 0 {
 			out = append(out,
 				E820Entry{0, EBDAStart, E820RAM},
 				E820Entry{EBDAStart, BIOSEnd - EBDAStart, E820Reserved})
@@ -184,7 +187,7 @@ func E820(ram []Region) []E820Entry {
 			}
 			continue
 		}
-		out = append(out, E820Entry{r.Start, r.Size, E820RAM})
+		out = append(out, E820Entry{r.Base, r.Size, E820RAM})
 	}
 	// The ECAM sits between RAM below 4 GiB and the IOAPIC.
 	out = append(out, E820Entry{ECAMStart, ECAMSize, E820Reserved})
@@ -201,9 +204,9 @@ func sortE820(e []E820Entry) {
 }
 
 // LowRAMTop returns the end of the RAM region that starts at 0.
-func LowRAMTop(ram []Region) uint64 {
+func LowRAMTop(ram []addr.Range) uint64 {
 	for _, r := range ram {
-		if r.Start == 0 {
+		if r.Base == 0 {
 			return r.End()
 		}
 	}

@@ -2,15 +2,17 @@ package layout
 
 import (
 	"testing"
+
+	"godvm/addr"
 )
 
 func TestRAMSplit(t *testing.T) {
 	r, err := RAM(512 * MiB)
-	if err != nil || len(r) != 1 || r[0] != (Region{0, 512 * MiB}) {
+	if err != nil || len(r) != 1 || r[0] != (addr.Range{Base: 0, Size: 512 * MiB}) {
 		t.Fatalf("512M: %v %v", r, err)
 	}
 	r, err = RAM(4 * GiB)
-	if err != nil || len(r) != 2 || r[0] != (Region{0, LowRAMEnd}) || r[1] != (Region{HighRAM, GiB}) {
+	if err != nil || len(r) != 2 || r[0] != (addr.Range{Base: 0, Size: LowRAMEnd}) || r[1] != (addr.Range{Base: HighRAM, Size: GiB}) {
 		t.Fatalf("4G: %v %v", r, err)
 	}
 	for _, bad := range []uint64{0, MinMemory - 4096, MaxMemory + 4096, 64*MiB + 1} {
@@ -29,31 +31,31 @@ func TestRAMSplit(t *testing.T) {
 func TestFixedRegionsDisjoint(t *testing.T) {
 	type named struct {
 		name string
-		r    Region
+		r    addr.Range
 	}
 	fixed := []named{
-		{"gdt", Region{BootGDT, BootGDTSize}},
-		{"idt", Region{BootIDT, 8}},
-		{"setup_data", Region{SetupData, 0x1000}},
-		{"zero page", Region{ZeroPage, 0x1000}},
-		{"stack", Region{BootStack - 0x800, 0x800}},
-		{"page tables", Region{PML4, 0x2000 + PageDirs*0x1000}},
-		{"cmdline", Region{Cmdline, CmdlineMax}},
-		{"acpi", Region{ACPIStart, ACPISize}},
-		{"mptable", Region{MPTable, MPTableMax}},
-		{"kernel", Region{HighMemStart, 1}},
-		{"mmio32", Region{MMIO32Start, MMIO32Size}},
-		{"ecam", Region{ECAMStart, ECAMSize}},
-		{"ioapic", Region{IOAPICBase, IOAPICSize}},
-		{"lapic", Region{LAPICBase, LAPICSize}},
-		{"mmio64", Region{MMIO64Start, MMIO64Size}},
-		{"kvm ident map", Region{KVMIdentMap, 0x1000}},
-		{"kvm tss", Region{KVMTSS, 0x3000}},
+		{"gdt", addr.Range{Base: BootGDT, Size: BootGDTSize}},
+		{"idt", addr.Range{Base: BootIDT, Size: 8}},
+		{"setup_data", addr.Range{Base: SetupData, Size: 0x1000}},
+		{"zero page", addr.Range{Base: ZeroPage, Size: 0x1000}},
+		{"stack", addr.Range{Base: BootStack - 0x800, Size: 0x800}},
+		{"page tables", addr.Range{Base: PML4, Size: 0x2000 + PageDirs*0x1000}},
+		{"cmdline", addr.Range{Base: Cmdline, Size: CmdlineMax}},
+		{"acpi", addr.Range{Base: ACPIStart, Size: ACPISize}},
+		{"mptable", addr.Range{Base: MPTable, Size: MPTableMax}},
+		{"kernel", addr.Range{Base: HighMemStart, Size: 1}},
+		{"mmio32", addr.Range{Base: MMIO32Start, Size: MMIO32Size}},
+		{"ecam", addr.Range{Base: ECAMStart, Size: ECAMSize}},
+		{"ioapic", addr.Range{Base: IOAPICBase, Size: IOAPICSize}},
+		{"lapic", addr.Range{Base: LAPICBase, Size: LAPICSize}},
+		{"mmio64", addr.Range{Base: MMIO64Start, Size: MMIO64Size}},
+		{"kvm ident map", addr.Range{Base: KVMIdentMap, Size: 0x1000}},
+		{"kvm tss", addr.Range{Base: KVMTSS, Size: 0x3000}},
 	}
 	for i, a := range fixed {
 		for _, b := range fixed[i+1:] {
-			if a.r.Start < b.r.End() && b.r.Start < a.r.End() {
-				t.Errorf("%s %#x+%#x overlaps %s %#x+%#x", a.name, a.r.Start, a.r.Size, b.name, b.r.Start, b.r.Size)
+			if a.r.Base < b.r.End() && b.r.Base < a.r.End() {
+				t.Errorf("%s %#x+%#x overlaps %s %#x+%#x", a.name, a.r.Base, a.r.Size, b.name, b.r.Base, b.r.Size)
 			}
 		}
 	}
@@ -108,19 +110,19 @@ func TestE820(t *testing.T) {
 // TestPCIIOWindow: the I/O window holds none of godvm's own ports, fits
 // the 64 KiB port space and is aligned for its largest BAR.
 func TestPCIIOWindow(t *testing.T) {
-	ports := map[string]Region{
-		"COM1": {PortCOM1, 8}, "CMOS": {PortCMOS, 2}, "i8042": {PortI8042, 5}, "debug exit": {PortDebugExit, 1},
-		"boot timer": {PortBootTimer, 1}, "pv64b": {PortPV64B, 1}, "pvpanic": {PortPVPanic, 1},
-		"PM1a event": {PortPM1aEvent, 4}, "PM1a control": {PortPM1aCtrl, 2}, "reset": {PortResetCF9, 1},
-		"PCI config": {PortPCIConfig, 8}, "PIC/PIT/ELCR (KVM)": {0x20, 0x4d2 - 0x20},
+	ports := map[string]addr.Range{
+		"COM1": {Base: PortCOM1, Size: 8}, "CMOS": {Base: PortCMOS, Size: 2}, "POST": {Base: PortPOST, Size: 1}, "i8042": {Base: PortI8042Cmd, Size: 1}, "debug exit": {Base: PortDebugExit, Size: 1},
+		"boot timer": {Base: PortBootTimer, Size: 1}, "pv64b": {Base: PortPV64B, Size: 1}, "pvpanic": {Base: PortPVPanic, Size: 1},
+		"PM1a event": {Base: PortPM1aEvent, Size: 4}, "PM1a control": {Base: PortPM1aCtrl, Size: 2}, "reset": {Base: PortResetCF9, Size: 1},
+		"PCI config": {Base: PortPCIConfig, Size: 8}, "PIC/PIT/ELCR (KVM)": {Base: 0x20, Size: 0x4d2 - 0x20},
 	}
-	w := Region{PCIIOStart, PCIIOSize}
+	w := addr.Range{Base: PCIIOStart, Size: PCIIOSize}
 	for name, p := range ports {
-		if p.Start < w.End() && w.Start < p.End() {
-			t.Errorf("%s %#x+%d is inside the PCI I/O window %#x-%#x", name, p.Start, p.Size, w.Start, w.End()-1)
+		if p.Base < w.End() && w.Base < p.End() {
+			t.Errorf("%s %#x+%d is inside the PCI I/O window %#x-%#x", name, p.Base, p.Size, w.Base, w.End()-1)
 		}
 	}
-	if w.End() > 1<<16 || w.Start < 0x1000 || w.Start%w.Size != 0 {
-		t.Errorf("PCI I/O window %#x+%#x", w.Start, w.Size)
+	if w.End() > 1<<16 || w.Base < 0x1000 || w.Base%w.Size != 0 {
+		t.Errorf("PCI I/O window %#x+%#x", w.Base, w.Size)
 	}
 }

@@ -8,10 +8,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"godvm/addr"
 	"godvm/kvm"
 )
 
@@ -150,7 +150,7 @@ func (p *prober) runGuest(g guest) (*exit, error) {
 		_ = vm.EnableCap(kvm.CapExitOnEmulationFailure, 0, 1)
 	}
 	if err := vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{Slot: 0, MemorySize: memSize,
-		UserspaceAddr: uint64(uintptr(unsafe.Pointer(&p.mem[0])))}); err != nil {
+		UserspaceAddr: addr.Host(p.mem)}); err != nil {
 		return nil, err
 	}
 	cpu, err := vm.CreateVCPU(0)
@@ -423,7 +423,7 @@ func (p *prober) newBatchVM(tests []insnTest) (*batchVM, error) {
 		_ = vm.EnableCap(kvm.CapExitOnEmulationFailure, 0, 1)
 	}
 	if err := vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{Slot: 0, MemorySize: memSize,
-		UserspaceAddr: uint64(uintptr(unsafe.Pointer(&p.mem[0])))}); err != nil {
+		UserspaceAddr: addr.Host(p.mem)}); err != nil {
 		return fail(err)
 	}
 	if b.cpu, err = vm.CreateVCPU(0); err != nil {

@@ -1,10 +1,10 @@
 package x86
 
-// CPUIDEntry is one leaf/subleaf (struct kvm_cpuid_entry2 without padding).
-type CPUIDEntry struct {
-	Function, Index, Flags uint32
-	EAX, EBX, ECX, EDX     uint32
-}
+import "godvm/kvm"
+
+// CPUIDEntry is one leaf/subleaf (struct kvm_cpuid_entry2), the type
+// KVM_GET_SUPPORTED_CPUID returns and KVM_SET_CPUID2 takes.
+type CPUIDEntry = kvm.CPUIDEntry2
 
 // CPUID bits godvm changes.
 const (

@@ -1,7 +1,9 @@
 // Package x86 holds the 64-bit Linux boot protocol's CPU state as plain data:
 // the boot GDT, identity-mapped page tables, segment and control registers,
 // general registers, MSRs, FPU defaults and the per-vCPU CPUID adjustments.
-// Nothing here talks to KVM; vmm/ copies these values into the kvm types.
+// Nothing here makes a system call: the types that KVM takes as they are
+// (segments, descriptor tables, CPUID entries) are aliases of the kvm types,
+// and vmm/ hands these values to the vCPU.
 //
 // The 64-bit boot protocol (Documentation/arch/x86/boot.rst, "64-bit Boot
 // Protocol") asks for: long mode with paging, an identity map covering the
@@ -13,6 +15,7 @@ package x86
 import (
 	"encoding/binary"
 
+	"godvm/addr"
 	"godvm/kvm"
 	"godvm/vmm/layout"
 )
@@ -170,7 +173,7 @@ const (
 // memory from layout.PML4: one PML4 page, one PDPT page and layout.PageDirs
 // page directories of 2 MiB pages, all consecutive.
 func PageTables() (gpa uint64, data []byte) {
-	const page = 4096
+	const page = addr.PageSize
 	b := make([]byte, 2*page+layout.PageDirs*page)
 	pml4 := b[0:page]
 	pdpt := b[page : 2*page]

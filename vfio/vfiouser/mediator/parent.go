@@ -12,6 +12,7 @@ import (
 
 	"godvm/devices/dsa"
 	"godvm/vfio"
+	vfiokernel "godvm/vfio/kernel"
 )
 
 // ParentSpec is --parent: the software model, or a real DSA opened through
@@ -33,7 +34,7 @@ func ParseParent(s string) (ParentSpec, error) {
 	if !ok || k != "vfio" {
 		return ParentSpec{}, fmt.Errorf("--parent %q: want model or vfio=PCI-ADDRESS|UUID", s)
 	}
-	if !pciAddrRE.MatchString(v) && !vfio.IsUUID(v) {
+	if !pciAddrRE.MatchString(v) && !vfiokernel.IsUUID(v) {
 		return ParentSpec{}, fmt.Errorf("--parent vfio=%q: not a PCI address (0000:6a:01.0) or an mdev UUID", v)
 	}
 	v = strings.ToLower(v)
@@ -66,7 +67,7 @@ type HardwareParent struct {
 // capability registers. The error says the first thing that is missing;
 // with everything present it returns the parent's capabilities and
 // ErrRealParent, since the mediation of real hardware is not built.
-func OpenParent(p ParentSpec, sysfs string, opts ...vfio.Option) (*HardwareParent, error) {
+func OpenParent(p ParentSpec, sysfs string, opts ...vfiokernel.Option) (*HardwareParent, error) {
 	if p.Model || p.VFIO == "" {
 		return nil, errors.New("OpenParent: not a VFIO parent")
 	}
@@ -74,7 +75,7 @@ func OpenParent(p ParentSpec, sysfs string, opts ...vfio.Option) (*HardwareParen
 		sysfs = "/sys"
 	}
 	spec := p.VFIO
-	if !vfio.IsUUID(spec) {
+	if !vfiokernel.IsUUID(spec) {
 		dir := filepath.Join(sysfs, "bus/pci/devices", spec)
 		if _, err := os.Stat(dir); err != nil {
 			return nil, fmt.Errorf("--parent vfio=%s: no such PCI device on this host (%s missing)", spec, dir)
@@ -93,7 +94,7 @@ func OpenParent(p ParentSpec, sysfs string, opts ...vfio.Option) (*HardwareParen
 			return nil, fmt.Errorf("--parent vfio=%s: the DSA is bound to %s; bind it to vfio-pci first (echo %s > /sys/bus/pci/devices/%s/driver/unbind; echo vfio-pci > .../driver_override)", spec, name, spec, spec)
 		}
 	}
-	d, err := vfio.Open(spec, append([]vfio.Option{vfio.WithSysfs(sysfs)}, opts...)...)
+	d, err := vfiokernel.Open(spec, append([]vfiokernel.Option{vfiokernel.WithSysfs(sysfs)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("--parent vfio=%s: %w", spec, err)
 	}

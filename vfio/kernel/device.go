@@ -1,4 +1,4 @@
-package vfio
+package kernel
 
 import (
 	"encoding/binary"
@@ -9,7 +9,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"godvm/addr"
 	"godvm/guestmem"
+	"godvm/internal/abi"
+	"godvm/vfio"
 )
 
 // dmaBackend is where DMA mappings go: a type1 container or an iommufd IOAS.
@@ -24,7 +27,7 @@ type kernelDevice struct {
 	sys  Sys
 	name string
 	fd   int
-	info DeviceInfo
+	info vfio.DeviceInfo
 	dma  dmaBackend
 	kvm  KVMDevice
 	kfd  int // fd registered with KVM (group or device), -1 if none
@@ -35,7 +38,7 @@ type kernelDevice struct {
 }
 
 type kregion struct {
-	info   RegionInfo
+	info   vfio.RegionInfo
 	offset uint64
 }
 
@@ -44,14 +47,14 @@ func (d *kernelDevice) String() string { return "vfio " + d.name }
 // getInfo runs VFIO_DEVICE_GET_INFO.
 func (d *kernelDevice) getInfo() error {
 	di := deviceInfo{Argsz: uint32(unsafe.Sizeof(deviceInfo{}))}
-	if _, err := d.sys.Ioctl(d.fd, ioctlDeviceGetInfo, bytesOf(&di)); err != nil {
+	if _, err := d.sys.Ioctl(d.fd, ioctlDeviceGetInfo, abi.Bytes(&di)); err != nil {
 		return fmt.Errorf("vfio: %s: VFIO_DEVICE_GET_INFO: %w", d.name, err)
 	}
-	d.info = DeviceInfo{Flags: di.Flags, NumRegions: di.NumRegions, NumIRQs: di.NumIrqs}
+	d.info = vfio.DeviceInfo{Flags: di.Flags, NumRegions: di.NumRegions, NumIRQs: di.NumIrqs}
 	return nil
 }
 
-func (d *kernelDevice) Info() DeviceInfo { return d.info }
+func (d *kernelDevice) Info() vfio.DeviceInfo { return d.info }
 
 func (d *kernelDevice) region(index uint32) (kregion, error) {
 	d.mu.Lock()
@@ -63,7 +66,7 @@ func (d *kernelDevice) region(index uint32) (kregion, error) {
 	if index >= d.info.NumRegions {
 		return kregion{}, fmt.Errorf("vfio: %s: region %d does not exist (device has %d)", d.name, index, d.info.NumRegions)
 	}
-	buf := make([]byte, RegionInfoSize)
+	buf := make([]byte, vfio.RegionInfoSize)
 	for try := 0; ; try++ {
 		binary.NativeEndian.PutUint32(buf[0:], uint32(len(buf)))
 		binary.NativeEndian.PutUint32(buf[8:], index)
@@ -80,9 +83,9 @@ func (d *kernelDevice) region(index uint32) (kregion, error) {
 		buf = make([]byte, need)
 	}
 	if need := binary.NativeEndian.Uint32(buf[0:]); need < uint32(len(buf)) {
-		buf = buf[:max(need, RegionInfoSize)]
+		buf = buf[:max(need, vfio.RegionInfoSize)]
 	}
-	info, off, err := DecodeRegionInfo(buf)
+	info, off, err := vfio.DecodeRegionInfo(buf)
 	if err != nil {
 		return kregion{}, fmt.Errorf("%w (%s)", err, d.name)
 	}
@@ -96,7 +99,7 @@ func (d *kernelDevice) region(index uint32) (kregion, error) {
 	return r, nil
 }
 
-func (d *kernelDevice) RegionInfo(index uint32) (RegionInfo, error) {
+func (d *kernelDevice) RegionInfo(index uint32) (vfio.RegionInfo, error) {
 	r, err := d.region(index)
 	return r.info, err
 }
@@ -163,7 +166,7 @@ func (d *kernelDevice) MapRegion(index uint32, off, size uint64) ([]byte, error)
 }
 
 // checkInAreas verifies that [off, off+size) lies in one mmappable area.
-func checkInAreas(r RegionInfo, off, size uint64) error {
+func checkInAreas(r vfio.RegionInfo, off, size uint64) error {
 	if size == 0 || off+size < off {
 		return fmt.Errorf("region %d: bad mmap range %#x+%#x", r.Index, off, size)
 	}
@@ -177,15 +180,15 @@ func checkInAreas(r RegionInfo, off, size uint64) error {
 
 func (d *kernelDevice) UnmapRegion(b []byte) error { return d.sys.Munmap(b) }
 
-func (d *kernelDevice) IRQInfo(index uint32) (IRQInfo, error) {
+func (d *kernelDevice) IRQInfo(index uint32) (vfio.IRQInfo, error) {
 	if index >= d.info.NumIRQs {
-		return IRQInfo{}, fmt.Errorf("vfio: %s: IRQ index %d does not exist (device has %d)", d.name, index, d.info.NumIRQs)
+		return vfio.IRQInfo{}, fmt.Errorf("vfio: %s: IRQ index %d does not exist (device has %d)", d.name, index, d.info.NumIRQs)
 	}
 	ii := irqInfo{Argsz: uint32(unsafe.Sizeof(irqInfo{})), Index: index}
-	if _, err := d.sys.Ioctl(d.fd, ioctlDeviceIRQInfo, bytesOf(&ii)); err != nil {
-		return IRQInfo{}, fmt.Errorf("vfio: %s: VFIO_DEVICE_GET_IRQ_INFO(%d): %w", d.name, index, err)
+	if _, err := d.sys.Ioctl(d.fd, ioctlDeviceIRQInfo, abi.Bytes(&ii)); err != nil {
+		return vfio.IRQInfo{}, fmt.Errorf("vfio: %s: VFIO_DEVICE_GET_IRQ_INFO(%d): %w", d.name, index, err)
 	}
-	return IRQInfo{Index: ii.Index, Flags: ii.Flags, Count: ii.Count}, nil
+	return vfio.IRQInfo{Index: ii.Index, Flags: ii.Flags, Count: ii.Count}, nil
 }
 
 // EncodeIRQSet builds a vfio_irq_set for SetIRQs: eventfd triggers for
@@ -197,7 +200,7 @@ func EncodeIRQSet(index, start uint32, fds []int) []byte {
 		hdr.Flags, hdr.Start = trigger|dataNone, 0
 	}
 	hdr.Argsz = uint32(unsafe.Sizeof(hdr)) + 4*uint32(len(fds))
-	b := append([]byte(nil), bytesOf(&hdr)...)
+	b := append([]byte(nil), abi.Bytes(&hdr)...)
 	for _, fd := range fds {
 		b = binary.NativeEndian.AppendUint32(b, uint32(int32(fd)))
 	}
@@ -212,7 +215,7 @@ func (d *kernelDevice) SetIRQs(index, start uint32, fds []int) error {
 }
 
 func (d *kernelDevice) Reset() error {
-	if d.info.Flags&DeviceFlagReset == 0 {
+	if d.info.Flags&vfio.DeviceFlagReset == 0 {
 		return fmt.Errorf("vfio: %s: device does not support reset", d.name)
 	}
 	if _, err := d.sys.IoctlInt(d.fd, ioctlDeviceReset, 0); err != nil {
@@ -226,7 +229,7 @@ func hostAddr(r *guestmem.Region) (uint64, error) {
 	if len(h) == 0 || uint64(len(h)) != r.Size {
 		return 0, fmt.Errorf("guest RAM region %#x has no host mapping", r.GPA)
 	}
-	return uint64(uintptr(unsafe.Pointer(&h[0]))), nil
+	return addr.Host(h), nil
 }
 
 func (d *kernelDevice) DMAMap(r *guestmem.Region) error {
@@ -278,13 +281,13 @@ type container struct {
 
 func (c *container) mapDMA(iova, vaddr, size uint64) error {
 	m := dmaMap{Argsz: uint32(unsafe.Sizeof(dmaMap{})), Flags: 3, Vaddr: vaddr, IOVa: iova, Size: size}
-	_, err := c.sys.Ioctl(c.fd, ioctlIOMMUMapDMA, bytesOf(&m))
+	_, err := c.sys.Ioctl(c.fd, ioctlIOMMUMapDMA, abi.Bytes(&m))
 	return err
 }
 
 func (c *container) unmapDMA(iova, size uint64) error {
 	u := dmaUnmap{Argsz: uint32(unsafe.Sizeof(dmaUnmap{})), IOVa: iova, Size: size}
-	if _, err := c.sys.Ioctl(c.fd, ioctlIOMMUUnmapDMA, bytesOf(&u)); err != nil {
+	if _, err := c.sys.Ioctl(c.fd, ioctlIOMMUUnmapDMA, abi.Bytes(&u)); err != nil {
 		return err
 	}
 	if u.Size != size {
@@ -315,13 +318,13 @@ type ioas struct {
 func (a *ioas) mapDMA(iova, vaddr, size uint64) error {
 	m := ioasMap{Size: uint32(unsafe.Sizeof(ioasMap{})), Flags: iommuIOASMapFixedIOVA | iommuIOASMapReadable | iommuIOASMapWriteable,
 		IOASID: a.id, UserVA: vaddr, Length: size, IOVA: iova}
-	_, err := a.sys.Ioctl(a.fd, iommuIOASMap, bytesOf(&m))
+	_, err := a.sys.Ioctl(a.fd, iommuIOASMap, abi.Bytes(&m))
 	return err
 }
 
 func (a *ioas) unmapDMA(iova, size uint64) error {
 	u := ioasUnmap{Size: uint32(unsafe.Sizeof(ioasUnmap{})), IOASID: a.id, IOVA: iova, Length: size}
-	if _, err := a.sys.Ioctl(a.fd, iommuIOASUnmap, bytesOf(&u)); err != nil {
+	if _, err := a.sys.Ioctl(a.fd, iommuIOASUnmap, abi.Bytes(&u)); err != nil {
 		return err
 	}
 	if u.Length != size {

@@ -1,4 +1,4 @@
-package vfio
+package kernel
 
 import (
 	"fmt"
@@ -8,6 +8,9 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"godvm/internal/abi"
+	"godvm/vfio"
 )
 
 // KVMDevice is the VM's KVM VFIO pseudo-device (KVM_DEV_TYPE_VFIO). The VMM
@@ -70,7 +73,7 @@ func IsUUID(s string) bool { return uuidRE.MatchString(s) }
 
 // Open opens a kernel VFIO device named by spec: an mdev UUID, a PCI address
 // (0000:06:0d.0 or 06:0d.0) or a device cdev path (/dev/vfio/devices/vfioN).
-func Open(spec string, opts ...Option) (Device, error) {
+func Open(spec string, opts ...Option) (vfio.Device, error) {
 	o := options{sys: RealSys{}, sysfs: "/sys", dev: "/dev", logger: slog.Default()}
 	for _, f := range opts {
 		f(&o)
@@ -183,7 +186,7 @@ func openLegacy(o *options, sysdir, name string) (d *kernelDevice, err error) {
 		return nil, fmt.Errorf("vfio: open group %s of %s: %w%s", gpath, name, err, errnoHint(err))
 	}
 	st := groupStatus{Argsz: 8}
-	if _, err := s.Ioctl(c.groupFd, ioctlGroupGetStatus, bytesOf(&st)); err != nil {
+	if _, err := s.Ioctl(c.groupFd, ioctlGroupGetStatus, abi.Bytes(&st)); err != nil {
 		return nil, fmt.Errorf("vfio: VFIO_GROUP_GET_STATUS on %s: %w", gpath, err)
 	}
 	if st.Flags&groupFlagsViable == 0 {
@@ -191,7 +194,7 @@ func openLegacy(o *options, sysdir, name string) (d *kernelDevice, err error) {
 			group, name, path.Join(o.sysfs, "kernel/iommu_groups", group, "devices"))
 	}
 	cfd := int32(c.fd)
-	if _, err := s.Ioctl(c.groupFd, ioctlGroupSetCont, bytesOf(&cfd)); err != nil {
+	if _, err := s.Ioctl(c.groupFd, ioctlGroupSetCont, abi.Bytes(&cfd)); err != nil {
 		return nil, fmt.Errorf("vfio: VFIO_GROUP_SET_CONTAINER for group %s: %w", group, err)
 	}
 	if _, err := s.IoctlInt(c.fd, ioctlSetIOMMU, typeIOMMU1v2); err != nil {
@@ -246,16 +249,16 @@ func openIOMMUFD(o *options, cdev, name string) (d *kernelDevice, err error) {
 		kfd = devfd
 	}
 	b := bindIOMMUFD{Argsz: 16, IOMMUFD: int32(a.fd)}
-	if _, err := s.Ioctl(devfd, ioctlBindIOMMUFD, bytesOf(&b)); err != nil {
+	if _, err := s.Ioctl(devfd, ioctlBindIOMMUFD, abi.Bytes(&b)); err != nil {
 		return nil, fmt.Errorf("vfio: VFIO_DEVICE_BIND_IOMMUFD(%s): %w%s", cdev, err, errnoHint(err))
 	}
 	al := ioasAlloc{Size: 12}
-	if _, err := s.Ioctl(a.fd, iommuIOASAlloc, bytesOf(&al)); err != nil {
+	if _, err := s.Ioctl(a.fd, iommuIOASAlloc, abi.Bytes(&al)); err != nil {
 		return nil, fmt.Errorf("vfio: IOMMU_IOAS_ALLOC: %w", err)
 	}
 	a.id = al.OutIOASID
 	at := attachIOMMUFDPT{Argsz: 12, PtID: a.id}
-	if _, err := s.Ioctl(devfd, ioctlAttachIOMMUFDPT, bytesOf(&at)); err != nil {
+	if _, err := s.Ioctl(devfd, ioctlAttachIOMMUFDPT, abi.Bytes(&at)); err != nil {
 		return nil, fmt.Errorf("vfio: VFIO_DEVICE_ATTACH_IOMMUFD_PT(%s, ioas %d): %w", cdev, a.id, err)
 	}
 	return &kernelDevice{sys: s, name: name, fd: devfd, dma: a, kvm: o.kvm, kfd: kfd}, nil

@@ -1,4 +1,4 @@
-package vfio
+package kernel
 
 import (
 	"encoding/binary"
@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"godvm/guestmem"
+	"godvm/internal/abi"
+	"godvm/vfio"
 )
 
 // fakeSys is a kernel with VFIO, as far as the flow logic can tell.
@@ -58,9 +60,9 @@ func newFakeSys(t *testing.T) *fakeSys {
 	f.dirs[pci+"/vfio-dev"] = []string{"vfio3"}
 	f.devName = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
 	// Region 2: the portal BAR, two sparse pages (the vdcm layout).
-	f.regions[2] = EncodeRegionInfo(RegionInfo{Index: 2, Flags: 7, Size: 0x20000, Areas: []Area{{0, 0x1000}, {0x1000, 0x1000}}}, 2<<40)
-	f.regions[0] = EncodeRegionInfo(RegionInfo{Index: 0, Flags: 3, Size: 0x10000}, 0)
-	f.regions[7] = EncodeRegionInfo(RegionInfo{Index: 7, Flags: 3, Size: 0x1000}, 7<<40)
+	f.regions[2] = vfio.EncodeRegionInfo(vfio.RegionInfo{Index: 2, Flags: 7, Size: 0x20000, Areas: []vfio.Area{{Offset: 0, Size: 0x1000}, {Offset: 0x1000, Size: 0x1000}}}, 2<<40)
+	f.regions[0] = vfio.EncodeRegionInfo(vfio.RegionInfo{Index: 0, Flags: 3, Size: 0x10000}, 0)
+	f.regions[7] = vfio.EncodeRegionInfo(vfio.RegionInfo{Index: 7, Flags: 3, Size: 0x1000}, 7<<40)
 	return f
 }
 
@@ -135,7 +137,7 @@ func (f *fakeSys) Ioctl(fd int, req uint32, arg []byte) (int, error) {
 		if f.viable {
 			st.Flags = groupFlagsViable
 		}
-		copy(arg, bytesOf(&st))
+		copy(arg, abi.Bytes(&st))
 	case ioctlGroupSetCont:
 		cfd := int(int32(binary.NativeEndian.Uint32(arg)))
 		if f.fds[cfd] != "/dev/vfio/vfio" {
@@ -153,15 +155,15 @@ func (f *fakeSys) Ioctl(fd int, req uint32, arg []byte) (int, error) {
 		f.fds[dfd] = "device"
 		return dfd, nil
 	case ioctlDeviceGetInfo:
-		di := deviceInfo{Argsz: 16, Flags: DeviceFlagReset | DeviceFlagPCI, NumRegions: 9, NumIrqs: 5}
-		copy(arg, bytesOf(&di))
+		di := deviceInfo{Argsz: 16, Flags: vfio.DeviceFlagReset | vfio.DeviceFlagPCI, NumRegions: 9, NumIrqs: 5}
+		copy(arg, abi.Bytes(&di))
 	case ioctlDeviceRegion:
 		argsz := binary.NativeEndian.Uint32(arg)
 		idx := binary.NativeEndian.Uint32(arg[8:])
 		f.rec("%s %s(%d, argsz %d)", f.kind(fd), name, idx, argsz)
 		full, ok := f.regions[idx]
 		if !ok {
-			full = EncodeRegionInfo(RegionInfo{Index: idx}, uint64(idx)<<40)
+			full = vfio.EncodeRegionInfo(vfio.RegionInfo{Index: idx}, uint64(idx)<<40)
 		}
 		if int(argsz) < len(full) {
 			// As the kernel: report the size needed, no caps copied.
@@ -173,37 +175,37 @@ func (f *fakeSys) Ioctl(fd int, req uint32, arg []byte) (int, error) {
 		copy(arg, full)
 		return 0, nil
 	case ioctlDeviceIRQInfo:
-		ii := fromBytes[irqInfo](arg)
-		if ii.Index == PCIMSIXIRQIndex {
-			ii.Flags, ii.Count = IRQFlagEventFD|IRQFlagNoResize, 9
+		ii := abi.From[irqInfo](arg)
+		if ii.Index == vfio.PCIMSIXIRQIndex {
+			ii.Flags, ii.Count = vfio.IRQFlagEventFD|vfio.IRQFlagNoResize, 9
 		}
-		copy(arg, bytesOf(&ii))
+		copy(arg, abi.Bytes(&ii))
 	case ioctlDeviceSetIRQs:
 		f.irqSets = append(f.irqSets, append([]byte(nil), arg...))
 	case ioctlIOMMUMapDMA:
-		f.maps = append(f.maps, fromBytes[dmaMap](arg))
+		f.maps = append(f.maps, abi.From[dmaMap](arg))
 	case ioctlIOMMUUnmapDMA:
 		// size is in/out: report everything unmapped
 	case ioctlBindIOMMUFD:
-		b := fromBytes[bindIOMMUFD](arg)
+		b := abi.From[bindIOMMUFD](arg)
 		if f.fds[int(b.IOMMUFD)] != "/dev/iommu" || b.Argsz != 16 {
 			return -1, unix.EINVAL
 		}
 		b.OutDevID = 1
-		copy(arg, bytesOf(&b))
+		copy(arg, abi.Bytes(&b))
 	case iommuIOASAlloc:
-		a := fromBytes[ioasAlloc](arg)
+		a := abi.From[ioasAlloc](arg)
 		a.OutIOASID = 7
-		copy(arg, bytesOf(&a))
+		copy(arg, abi.Bytes(&a))
 	case ioctlAttachIOMMUFDPT:
-		a := fromBytes[attachIOMMUFDPT](arg)
+		a := abi.From[attachIOMMUFDPT](arg)
 		f.rec("%s %s(pt %d)", f.kind(fd), name, a.PtID)
 		if a.PtID != 7 {
 			return -1, unix.ENOENT
 		}
 		return 0, nil
 	case iommuIOASMap:
-		f.ioasMaps = append(f.ioasMaps, fromBytes[ioasMap](arg))
+		f.ioasMaps = append(f.ioasMaps, abi.From[ioasMap](arg))
 	}
 	if req != ioctlGroupGetDevFD && req != ioctlDeviceRegion {
 		f.rec("%s %s", f.kind(fd), name)
@@ -278,7 +280,7 @@ func TestLegacyFlowMdev(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantLog(t, f.log, "device DEVICE_GET_REGION_INFO(2, argsz 32)", "device DEVICE_GET_REGION_INFO(2, argsz 80)")
-	if !ri.Mappable() || len(ri.Areas) != 2 || ri.Areas[1] != (Area{0x1000, 0x1000}) {
+	if !ri.Mappable() || len(ri.Areas) != 2 || ri.Areas[1] != (vfio.Area{Offset: 0x1000, Size: 0x1000}) {
 		t.Fatalf("region 2 %+v", ri)
 	}
 	if _, err := d.MapRegion(2, 0x1000, 0x1000); err != nil {
@@ -302,14 +304,14 @@ func TestLegacyFlowMdev(t *testing.T) {
 		t.Fatalf("read past the region: %v %x", err, b)
 	}
 	// IRQs.
-	ii, err := d.IRQInfo(PCIMSIXIRQIndex)
+	ii, err := d.IRQInfo(vfio.PCIMSIXIRQIndex)
 	if err != nil || ii.Count != 9 {
 		t.Fatalf("irq info %+v %v", ii, err)
 	}
 	if _, err := d.IRQInfo(9); err == nil {
 		t.Fatal("IRQ index past num_irqs accepted")
 	}
-	if err := d.SetIRQs(PCIMSIXIRQIndex, 0, []int{20, 21}); err != nil {
+	if err := d.SetIRQs(vfio.PCIMSIXIRQIndex, 0, []int{20, 21}); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(f.irqSets[0], EncodeIRQSet(2, 0, []int{20, 21})) {
@@ -321,7 +323,7 @@ func TestLegacyFlowMdev(t *testing.T) {
 	// DMA: IOVA = GPA, vaddr = the host mapping.
 	host := make([]byte, 0x4000)
 	mem, _ := guestmem.FromBytes(guestmem.NewRegion(0x100000, host, -1, 0))
-	if err := MapAllRAM(d, mem); err != nil {
+	if err := vfio.MapAllRAM(d, mem); err != nil {
 		t.Fatal(err)
 	}
 	m := f.maps[0]
@@ -371,7 +373,7 @@ func TestIOMMUFDFlow(t *testing.T) {
 			"vfio3 BIND_IOMMUFD", "iommu IOAS_ALLOC", "vfio3 ATTACH_IOMMUFD_PT(pt 7)", "vfio3 DEVICE_GET_INFO")
 		host := make([]byte, 0x2000)
 		mem, _ := guestmem.FromBytes(guestmem.NewRegion(1<<32, host, -1, 0))
-		if err := MapAllRAM(d, mem); err != nil {
+		if err := vfio.MapAllRAM(d, mem); err != nil {
 			t.Fatal(err)
 		}
 		m := f.ioasMaps[0]

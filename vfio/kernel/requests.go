@@ -1,4 +1,4 @@
-package vfio
+package kernel
 
 // Requests names every VFIO and iommufd ioctl request this package defines,
 // by the kernel's name, for allow-lists: internal/sandbox builds godvm's

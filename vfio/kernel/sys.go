@@ -1,4 +1,4 @@
-package vfio
+package kernel
 
 import (
 	"errors"

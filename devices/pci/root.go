@@ -20,10 +20,6 @@ type Device interface {
 	BARs() [NumBARs]BAR
 }
 
-// Window is the range type, addr.Range, under the name older callers use;
-// new code names addr.Range.
-type Window = addr.Range
-
 // RootConfig is what the VMM tells the root about the machine (the numbers
 // come from vmm/layout).
 type RootConfig struct {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"godvm/addr"
 	"os"
 	"os/exec"
 	"regexp"
@@ -158,8 +159,8 @@ func TestENQCMDThroughVfioUser(t *testing.T) {
 	}
 	defer mem.Close()
 	_, p := fake.New(mem)
-	root, err := pci.NewRoot(p, pci.RootConfig{ECAM: pci.Window{Base: 0xE000_0000, Size: 1 << 20},
-		Mem32: pci.Window{Base: 0xC000_0000, Size: 0x2000_0000}, Mem64: pci.Window{Base: 0x10_0000_0000, Size: 0x10_0000_0000}})
+	root, err := pci.NewRoot(p, pci.RootConfig{ECAM: addr.Range{Base: 0xE000_0000, Size: 1 << 20},
+		Mem32: addr.Range{Base: 0xC000_0000, Size: 0x2000_0000}, Mem64: addr.Range{Base: 0x10_0000_0000, Size: 0x10_0000_0000}})
 	if err != nil {
 		t.Fatal(err)
 	}

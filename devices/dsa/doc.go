@@ -92,8 +92,8 @@
 // Idle: an engine that has just worked spins for Config.Spin (default 50
 // µs; --dsa spin=...), yielding its P, then parks in the futex system call;
 // a submitter wakes it only if it parked. The window adapts: a spin that
-// runs out halves it (to none), a burst of quick wake-ups restores a short
-// one; an engine that polls a vfio-user mapped portal while it spins
+// runs out before a long silence (a sparse feed) halves it (to none), two
+// quick wake-ups in a row restore it; an engine that polls a vfio-user mapped portal while it spins
 // (SetIdlePoll) keeps it whole. A parked device costs no CPU.
 //   - Completion records: written when RCR is set or the status is not
 //     success, bytes 1-31 first and the status byte last with release

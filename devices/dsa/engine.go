@@ -510,12 +510,16 @@ const (
 	pollCheck = 16
 	// minSpin: an adaptive spin window shorter than this is no spin.
 	minSpin = time.Microsecond
-	// probeAfter: parks without spinning, each woken soon after, before the
-	// engine tries spinning again, with the whole window: a shorter probe
+	// probeAfter: parks without spinning, each woken within a window,
+	// before the engine spins again, with the whole window: a shorter probe
 	// loses to a submitter that is itself slowed by waking the engine (a
 	// futex wake-up costs it microseconds), and the engine never
 	// recovers.
-	probeAfter = 8
+	probeAfter = 2
+	// slowFeed: a spin that ran out shrinks the window only if the next
+	// descriptor came more than this many full windows after the spin
+	// began.
+	slowFeed = 4
 )
 
 // clock is a monotonic time in nanoseconds (since the package started).
@@ -534,12 +538,13 @@ type spinState struct {
 // nothing is left.
 //
 // The window adapts per engine: a spin that catches a descriptor keeps it
-// (and doubles it, up to Config.Spin); a spin that runs out halves it, down
-// to none, so an engine fed every few hundred microseconds (a trapped
-// portal, a guest's occasional copy) or one whose spinning keeps the
-// submitter off the CPU stops paying a core for nothing. Without a spin,
-// probeAfter wake-ups in a row that came within the window make it try a
-// short spin again. An engine that polls a mapped portal while it spins
+// (and doubles it, up to Config.Spin); a spin that runs out and is followed
+// by a long silence (more than slowFeed windows) halves it, down to none,
+// so an engine fed every few hundred microseconds (a trapped portal, a
+// guest's occasional copy) stops paying a core for nothing, while one whose
+// submitter merely lost its CPU for a moment (a busy host) keeps spinning.
+// Without a spin, probeAfter wake-ups in a row that came within the window
+// restore it. An engine that polls a mapped portal while it spins
 // (SetIdlePoll) keeps the whole window.
 func (g *group) idle(st *spinState) bool {
 	if g.stopping.Load() {
@@ -582,10 +587,16 @@ func (g *group) idle(st *spinState) bool {
 		// spell would leave every descriptor to the sleeping poller.
 		st.cur = g.spin
 	case spun:
-		if st.cur /= 2; st.cur < minSpin {
-			st.cur = 0
+		// The spin ran out. A descriptor that came soon after it (a
+		// submitter that lost its CPU for a moment: on a busy host that
+		// happens every few milliseconds) is no reason to stop spinning;
+		// a feed sparser than slowFeed windows is.
+		if gap < 0 || gap > slowFeed*int64(g.spin) {
+			if st.cur /= 2; st.cur < minSpin {
+				st.cur = 0
+			}
 		}
-	case g.spin > 0 && gap >= 0 && gap <= int64(g.spin)/2:
+	case g.spin > 0 && gap >= 0 && gap <= int64(g.spin):
 		if st.shorts++; st.shorts >= probeAfter {
 			st.cur, st.shorts = g.spin, 0
 		}

@@ -520,6 +520,12 @@ const (
 	// descriptor came more than this many full windows after the spin
 	// began.
 	slowFeed = 4
+	// blockedGap: a wake-up this soon after a spin that ran out counts as
+	// a submitter that was waiting for the engine's CPU.
+	blockedGap = 5 * time.Microsecond
+	// osYieldEvery: Gosched rounds between two yields of the OS thread
+	// (sched_yield) while spinning.
+	osYieldEvery = 8
 )
 
 // clock is a monotonic time in nanoseconds (since the package started).
@@ -567,6 +573,12 @@ func (g *group) idle(st *spinState) bool {
 			}
 			if i%spinCheck == spinCheck-1 {
 				runtime.Gosched()
+				if i%(spinCheck*osYieldEvery) == spinCheck*osYieldEvery-1 {
+					// Let a thread waiting for this CPU (on a busy host,
+					// perhaps the very submitter this engine waits for)
+					// run: Gosched yields only the P.
+					osYield()
+				}
 				if clock()-start >= int64(st.cur) || g.stopping.Load() {
 					break
 				}
@@ -591,7 +603,10 @@ func (g *group) idle(st *spinState) bool {
 		// submitter that lost its CPU for a moment: on a busy host that
 		// happens every few milliseconds) is no reason to stop spinning;
 		// a feed sparser than slowFeed windows is.
-		if gap < 0 || gap > slowFeed*int64(g.spin) {
+		// A descriptor that came just after the spin ended had probably
+		// waited for the CPU this engine spun on (more threads than
+		// cores): shrink then too.
+		if gap < 0 || gap > slowFeed*int64(g.spin) || gap-int64(st.cur) < int64(blockedGap) {
 			if st.cur /= 2; st.cur < minSpin {
 				st.cur = 0
 			}
@@ -694,6 +709,9 @@ const (
 	futexWaitPrivate = 0 | 128 // FUTEX_WAIT | FUTEX_PRIVATE_FLAG
 	futexWakePrivate = 1 | 128 // FUTEX_WAKE | FUTEX_PRIVATE_FLAG
 )
+
+// osYield gives the CPU to another runnable thread, if any (sched_yield).
+func osYield() { syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
 
 // futexWait sleeps while *addr == val (or until woken, or a signal).
 func futexWait(addr *atomic.Uint32, val uint32) {

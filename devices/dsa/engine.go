@@ -711,7 +711,10 @@ const (
 )
 
 // osYield gives the CPU to another runnable thread, if any (sched_yield).
-func osYield() { syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
+// A raw system call: the goroutine keeps its P. Through syscall.Syscall the
+// P could be taken while the thread waits for a CPU, and on a loaded host
+// the engine then waited for a P for hundreds of milliseconds (measured).
+func osYield() { syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
 
 // futexWait sleeps while *addr == val (or until woken, or a signal).
 func futexWait(addr *atomic.Uint32, val uint32) {

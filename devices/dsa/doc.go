@@ -90,13 +90,10 @@
 // someone waits (a command, the Runner) or an engine is parked.
 //
 // Idle: an engine that has just worked spins for Config.Spin (default 50
-// µs; --dsa spin=...), yielding its P (and every few microseconds its OS
-// thread, so that a submitter waiting for that CPU on a busy host runs),
-// then parks in the futex system call;
+// µs; --dsa spin=...), yielding its P, then parks in the futex system call;
 // a submitter wakes it only if it parked. The window adapts: a spin that
-// runs out before a long silence (a sparse feed) or just before the next
-// descriptor (a submitter that waited for the engine's CPU) halves it (to
-// none), two quick wake-ups in a row restore it; an engine that polls a vfio-user mapped portal while it spins
+// runs out halves it (to none), a burst of quick wake-ups restores a short
+// one; an engine that polls a vfio-user mapped portal while it spins
 // (SetIdlePoll) keeps it whole. A parked device costs no CPU.
 //   - Completion records: written when RCR is set or the status is not
 //     success, bytes 1-31 first and the status byte last with release

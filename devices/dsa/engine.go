@@ -510,22 +510,12 @@ const (
 	pollCheck = 16
 	// minSpin: an adaptive spin window shorter than this is no spin.
 	minSpin = time.Microsecond
-	// probeAfter: parks without spinning, each woken within a window,
-	// before the engine spins again, with the whole window: a shorter probe
+	// probeAfter: parks without spinning, each woken soon after, before the
+	// engine tries spinning again, with the whole window: a shorter probe
 	// loses to a submitter that is itself slowed by waking the engine (a
 	// futex wake-up costs it microseconds), and the engine never
 	// recovers.
-	probeAfter = 2
-	// slowFeed: a spin that ran out shrinks the window only if the next
-	// descriptor came more than this many full windows after the spin
-	// began.
-	slowFeed = 4
-	// blockedGap: a wake-up this soon after a spin that ran out counts as
-	// a submitter that was waiting for the engine's CPU.
-	blockedGap = 5 * time.Microsecond
-	// osYieldEvery: Gosched rounds between two yields of the OS thread
-	// (sched_yield) while spinning.
-	osYieldEvery = 8
+	probeAfter = 8
 )
 
 // clock is a monotonic time in nanoseconds (since the package started).
@@ -544,13 +534,12 @@ type spinState struct {
 // nothing is left.
 //
 // The window adapts per engine: a spin that catches a descriptor keeps it
-// (and doubles it, up to Config.Spin); a spin that runs out and is followed
-// by a long silence (more than slowFeed windows) halves it, down to none,
-// so an engine fed every few hundred microseconds (a trapped portal, a
-// guest's occasional copy) stops paying a core for nothing, while one whose
-// submitter merely lost its CPU for a moment (a busy host) keeps spinning.
-// Without a spin, probeAfter wake-ups in a row that came within the window
-// restore it. An engine that polls a mapped portal while it spins
+// (and doubles it, up to Config.Spin); a spin that runs out halves it, down
+// to none, so an engine fed every few hundred microseconds (a trapped
+// portal, a guest's occasional copy) or one whose spinning keeps the
+// submitter off the CPU stops paying a core for nothing. Without a spin,
+// probeAfter wake-ups in a row that came within the window make it try a
+// short spin again. An engine that polls a mapped portal while it spins
 // (SetIdlePoll) keeps the whole window.
 func (g *group) idle(st *spinState) bool {
 	if g.stopping.Load() {
@@ -573,12 +562,6 @@ func (g *group) idle(st *spinState) bool {
 			}
 			if i%spinCheck == spinCheck-1 {
 				runtime.Gosched()
-				if i%(spinCheck*osYieldEvery) == spinCheck*osYieldEvery-1 {
-					// Let a thread waiting for this CPU (on a busy host,
-					// perhaps the very submitter this engine waits for)
-					// run: Gosched yields only the P.
-					osYield()
-				}
 				if clock()-start >= int64(st.cur) || g.stopping.Load() {
 					break
 				}
@@ -599,19 +582,10 @@ func (g *group) idle(st *spinState) bool {
 		// spell would leave every descriptor to the sleeping poller.
 		st.cur = g.spin
 	case spun:
-		// The spin ran out. A descriptor that came soon after it (a
-		// submitter that lost its CPU for a moment: on a busy host that
-		// happens every few milliseconds) is no reason to stop spinning;
-		// a feed sparser than slowFeed windows is.
-		// A descriptor that came just after the spin ended had probably
-		// waited for the CPU this engine spun on (more threads than
-		// cores): shrink then too.
-		if gap < 0 || gap > slowFeed*int64(g.spin) || gap-int64(st.cur) < int64(blockedGap) {
-			if st.cur /= 2; st.cur < minSpin {
-				st.cur = 0
-			}
+		if st.cur /= 2; st.cur < minSpin {
+			st.cur = 0
 		}
-	case g.spin > 0 && gap >= 0 && gap <= int64(g.spin):
+	case g.spin > 0 && gap >= 0 && gap <= int64(g.spin)/2:
 		if st.shorts++; st.shorts >= probeAfter {
 			st.cur, st.shorts = g.spin, 0
 		}
@@ -709,12 +683,6 @@ const (
 	futexWaitPrivate = 0 | 128 // FUTEX_WAIT | FUTEX_PRIVATE_FLAG
 	futexWakePrivate = 1 | 128 // FUTEX_WAKE | FUTEX_PRIVATE_FLAG
 )
-
-// osYield gives the CPU to another runnable thread, if any (sched_yield).
-// A raw system call: the goroutine keeps its P. Through syscall.Syscall the
-// P could be taken while the thread waits for a CPU, and on a loaded host
-// the engine then waited for a P for hundreds of milliseconds (measured).
-func osYield() { syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
 
 // futexWait sleeps while *addr == val (or until woken, or a signal).
 func futexWait(addr *atomic.Uint32, val uint32) {

@@ -2,7 +2,6 @@ package dsa
 
 import (
 	"fmt"
-	"runtime"
 	"time"
 
 	"godvm/devices/bus"
@@ -17,8 +16,7 @@ import (
 type Runner struct {
 	d    *Device
 	wqs  int
-	size int           // each WQ's size
-	spin time.Duration // how long a submitter polls a full WQ before it sleeps
+	size int // each WQ's size
 }
 
 // RunnerWQSize is the Runner's WQ size (descriptors in flight).
@@ -89,7 +87,7 @@ func NewRunnerWith(mem *guestmem.Memory, opt RunnerOptions) (*Runner, error) {
 			return nil, fmt.Errorf("dsa: runner setup: command %#x failed with %#x", c, st)
 		}
 	}
-	return &Runner{d: d, wqs: nwq, size: size, spin: cfg.spin()}, nil
+	return &Runner{d: d, wqs: nwq, size: size}, nil
 }
 
 func (d *Device) cmdStatus() uint32 {
@@ -107,29 +105,11 @@ func (d *Device) cmdStatus() uint32 {
 func (r *Runner) Submit(desc *[64]byte) { r.SubmitTo(0, desc) }
 
 // SubmitTo is Submit on WQ wq (0..WQs-1).
-//
-// A full WQ is first polled for room for up to the engines' spin window, as
-// a driver that polls its completion records would (the engines then wake
-// nobody: no lock, no thread wake-up on their side), and only then waited
-// on.
 func (r *Runner) SubmitTo(wq int, desc *[64]byte) {
 	w := r.d.wqs[wq]
 	w.mu.Lock()
-	if r.d.submitLocked(w, PortalPage, desc, bus.MOVDIR64B, false) != wqFull {
-		w.mu.Unlock()
-		return
-	}
-	start := clock()
-	for {
-		w.mu.Unlock()
-		runtime.Gosched()
-		w.mu.Lock()
-		if r.d.submitLocked(w, PortalPage, desc, bus.MOVDIR64B, false) != wqFull {
-			break
-		}
-		if clock()-start >= int64(r.spin) {
-			w.waitRoomLocked(r.size / 4)
-		}
+	for r.d.submitLocked(w, PortalPage, desc, bus.MOVDIR64B, false) == wqFull {
+		w.waitRoomLocked(r.size / 4)
 	}
 	w.mu.Unlock()
 }

@@ -151,10 +151,21 @@ func (p *portalRig) run(n int, seq *int) error {
 	le.PutUint64(d[16:], portalSrc)
 	le.PutUint32(d[32:], 64)
 	crOf := func(i int) uint64 { return portalCR + uint64(crStride*(i%portalWindow)) }
+	// The records as the guest sees them: a load of its own memory per
+	// poll, not a guest-memory lookup (which would cost the client more
+	// than the engine spends on the descriptor).
+	crs, err := p.mem.Slice(portalCR, crStride*portalWindow)
+	if err != nil {
+		return err
+	}
+	status := func(i int) byte {
+		w := atomic.LoadUint32((*uint32)(unsafe.Pointer(&crs[crStride*(i%portalWindow)])))
+		return byte(w)
+	}
 	wait := func(i int) error {
 		t0 := time.Now()
 		for spins := 0; ; spins++ {
-			if st, _ := p.mem.ReadU8(crOf(i)); st != 0 {
+			if st := status(i); st != 0 {
 				if st != dsaOK {
 					return fmt.Errorf("mapped portal: completion status %#x", st)
 				}
@@ -175,9 +186,7 @@ func (p *portalRig) run(n int, seq *int) error {
 				return err
 			}
 		}
-		if err := p.mem.WriteU8(crOf(i), 0); err != nil {
-			return err
-		}
+		atomic.StoreUint32((*uint32)(unsafe.Pointer(&crs[crStride*(i%portalWindow)])), 0)
 		le.PutUint64(d[8:], crOf(i))
 		le.PutUint64(d[24:], portalDst+uint64(64*(i%portalWindow)))
 		// The guest's MOVDIR64B into the next slot of the WQ's portal

@@ -504,6 +504,10 @@ func (g *group) engine(run func(*work, *[]byte)) {
 // or a poller, run).
 const (
 	spinCheck = 256
+	// pollCheck: ring checks between two passes over an idle poller's
+	// page (a pass is a few atomic loads; a descriptor written to a mapped
+	// portal waits for the next one).
+	pollCheck = 16
 	// minSpin: an adaptive spin window shorter than this is no spin.
 	minSpin = time.Microsecond
 	// probeAfter: parks without spinning, each woken soon after, before the
@@ -544,15 +548,19 @@ func (g *group) idle(st *spinState) bool {
 	start := clock()
 	spun := st.cur > 0
 	if spun {
-		for i := 1; ; i++ {
+		// With a mapped portal to poll, the ring only holds what this
+		// engine's own passes (or the page's goroutine) submitted: look at
+		// the page first, and every pollCheck ring checks.
+		poll := g.idlePoll.Load() != nil
+		for i := 0; ; i++ {
+			if poll && i%pollCheck == 0 && g.pollIdle() {
+				return false // took descriptors: the ring has them
+			}
 			if g.q.ready() {
 				st.cur = min(2*st.cur, g.spin)
 				return false
 			}
-			if i%spinCheck == 0 {
-				if g.pollIdle() {
-					continue // took descriptors: the ring has them
-				}
+			if i%spinCheck == spinCheck-1 {
 				runtime.Gosched()
 				if clock()-start >= int64(st.cur) || g.stopping.Load() {
 					break

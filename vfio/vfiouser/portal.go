@@ -55,6 +55,8 @@ type PortalPage struct {
 	done    sync.WaitGroup
 	next    []int // per 4 KiB page: the slot expected next (polling held)
 	passes  uint64
+	hot     uint64       // TryPoll passes (polling held)
+	buf     [64]byte     // the descriptor being taken (polling held)
 	polling atomic.Bool  // a pass is running
 	lastHot atomic.Int64 // time (clock) of the last TryPoll pass
 	lastHit atomic.Int64 // time (clock) of the last descriptor taken
@@ -76,6 +78,7 @@ const (
 	DefaultPortalMaxSleep = 100 * time.Millisecond
 	minSleep              = time.Millisecond // Go's timers do not sleep much less on a VM
 	fullEvery             = 64               // passes
+	hotEvery              = 16               // TryPoll passes between two reads of the clock
 	yieldEvery            = 8                // empty passes between yields of the P while spinning
 	slotsPerPage          = 4096 / 64
 )
@@ -134,8 +137,16 @@ func (p *PortalPage) Poll() int { return p.pass(true, p.submit) }
 // the page's function (the caller may hold locks that one takes); 0 when
 // another pass is running.
 func (p *PortalPage) TryPoll(submit func(off uint64, d *[64]byte)) int {
-	p.lastHot.Store(clock())
-	return p.pass(false, submit)
+	if !p.polling.CompareAndSwap(false, true) {
+		return 0
+	}
+	// The time of the engines' passes, for the page's goroutine (which
+	// neither spins nor sleeps long while they poll): read the clock
+	// every hotEvery passes, not on each (a pass is a few loads).
+	if p.hot++; p.hot%hotEvery == 0 {
+		p.lastHot.Store(clock())
+	}
+	return p.passLocked(false, submit)
 }
 
 // pass runs one pass unless another is running.
@@ -143,6 +154,11 @@ func (p *PortalPage) pass(full bool, submit func(off uint64, d *[64]byte)) int {
 	if !p.polling.CompareAndSwap(false, true) {
 		return 0
 	}
+	return p.passLocked(full, submit)
+}
+
+// passLocked is pass once the caller has set p.polling; it clears it.
+func (p *PortalPage) passLocked(full bool, submit func(off uint64, d *[64]byte)) int {
 	defer p.polling.Store(false)
 	p.passes++
 	if p.passes%fullEvery == 0 {
@@ -188,8 +204,11 @@ func (p *PortalPage) take(off int, submit func(off uint64, d *[64]byte)) bool {
 		return false
 	}
 	// Copy until two reads agree (a writer that stored the first 8 bytes
-	// before the rest may still be writing).
-	var d, again [64]byte
+	// before the rest may still be writing). Into the page's buffer (the
+	// pass holds p.polling): submit's pointer would move a local to the
+	// heap, one allocation per descriptor.
+	d := &p.buf
+	var again [64]byte
 	for {
 		for w := 0; w < 8; w++ {
 			*(*uint64)(unsafe.Pointer(&d[8*w])) = atomic.LoadUint64(p.word(off + 8*w))
@@ -197,7 +216,7 @@ func (p *PortalPage) take(off int, submit func(off uint64, d *[64]byte)) bool {
 		for w := 0; w < 8; w++ {
 			*(*uint64)(unsafe.Pointer(&again[8*w])) = atomic.LoadUint64(p.word(off + 8*w))
 		}
-		if d == again {
+		if *d == again {
 			break
 		}
 	}
@@ -205,7 +224,7 @@ func (p *PortalPage) take(off int, submit func(off uint64, d *[64]byte)) bool {
 		atomic.StoreUint64(p.word(off+8*w), 0)
 	}
 	p.Taken.Add(1)
-	submit(uint64(off), &d)
+	submit(uint64(off), d)
 	return true
 }
 
@@ -233,7 +252,11 @@ func (p *PortalPage) loop() {
 			last = now
 			continue
 		}
-		if spin > 0 && now-last < int64(spin) {
+		// Spin only while no engine polls the page: an engine that spins
+		// takes a descriptor within a microsecond, and a third goroutine
+		// spinning beside it and its submitter takes a core from one of
+		// them (on a 2-core host, most of the descriptor rate).
+		if spin > 0 && now-last < int64(spin) && now-p.lastHot.Load() >= int64(spin) {
 			if iter%yieldEvery == 0 {
 				runtime.Gosched()
 			}

@@ -49,3 +49,33 @@ func Touches(off uint64, n int, reg, size uint64) bool {
 	_, _, _, ok := overlap(reg, int(size), off, n)
 	return ok
 }
+
+// ReadDwords fills data, the read [off, off+len(data)), from the aligned
+// 32-bit registers it overlaps, reading each once through reg (for a
+// device whose registers are computed per dword rather than kept as an
+// image; a 64-bit register is two dwords).
+func ReadDwords(off uint64, data []byte, reg func(dw uint64) uint32) {
+	end := off + uint64(len(data))
+	for dw := off &^ 3; dw < end && dw >= off&^3; dw += 4 {
+		v := reg(dw)
+		img := [4]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)}
+		ReadRegs(img[:], dw, off, data)
+	}
+}
+
+// WriteDwords splits the write [off, off+len(data)) into the aligned
+// 32-bit registers it overlaps and hands each to reg with the written
+// bytes in v and the bytes the write covers set in mask.
+func WriteDwords(off uint64, data []byte, reg func(dw uint64, v, mask uint32)) {
+	end := off + uint64(len(data))
+	for dw := off &^ 3; dw < end && dw >= off&^3; dw += 4 {
+		i, a, n, ok := overlap(dw, 4, off, len(data))
+		if !ok {
+			continue
+		}
+		var img [4]byte
+		copy(img[i:i+n], data[a:a+n])
+		v := uint32(img[0]) | uint32(img[1])<<8 | uint32(img[2])<<16 | uint32(img[3])<<24
+		reg(dw, v, uint32((uint64(1)<<(8*n)-1)<<(8*i)))
+	}
+}

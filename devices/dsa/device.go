@@ -307,15 +307,7 @@ func (b bar0) Read(off uint64, data []byte) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for dw := off &^ 3; dw < off+uint64(len(data)); dw += 4 {
-		v := d.readDword(dw)
-		for i := range 4 {
-			a := dw + uint64(i)
-			if a >= off && a < off+uint64(len(data)) {
-				data[a-off] = byte(v >> (8 * i))
-			}
-		}
-	}
+	bus.ReadDwords(off, data, d.readDword)
 }
 
 func (b bar0) Write(off uint64, data []byte) {
@@ -329,17 +321,7 @@ func (b bar0) Write(off uint64, data []byte) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for dw := off &^ 3; dw < off+uint64(len(data)); dw += 4 {
-		var v, mask uint32
-		for i := range 4 {
-			a := dw + uint64(i)
-			if a >= off && a < off+uint64(len(data)) {
-				v |= uint32(data[a-off]) << (8 * i)
-				mask |= 0xff << (8 * i)
-			}
-		}
-		d.writeDword(dw, v, mask)
-	}
+	bus.WriteDwords(off, data, d.writeDword)
 }
 
 func (d *Device) msixRange(off uint64) (bus.Device, uint64, bool) {

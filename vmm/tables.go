@@ -49,6 +49,7 @@ func acpiConfig(cpus int) acpi.Config {
 		PM1aEvent:     layout.PortPM1aEvent,
 		PM1aControl:   layout.PortPM1aCtrl,
 		SCI:           layout.SCIIRQ,
+		PITGSI:        layout.PITGSI,
 		ResetPort:     layout.PortResetCF9,
 		ResetValue:    pci.ResetValue,
 		COM1Port:      layout.PortCOM1,

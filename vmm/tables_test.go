@@ -72,6 +72,11 @@ func TestTablesAndRootMatchLayout(t *testing.T) {
 	if !bytes.Contains(m, le.AppendUint32(nil, layout.IOAPICBase)) {
 		t.Errorf("MADT has no IOAPIC at %#x", layout.IOAPICBase)
 	}
+	// Interrupt-source override for ISA IRQ0: type 2, length 10, bus 0,
+	// source 0, then the GSI.
+	if !bytes.Contains(m, le.AppendUint32([]byte{2, 10, 0, 0}, layout.PITGSI)) {
+		t.Errorf("MADT has no override IRQ0 -> GSI %d", layout.PITGSI)
+	}
 
 	mc := acpiTable(t, blob, rsdp, "MCFG")
 	if base, end := le.Uint64(mc[44:]), mc[55]; base != layout.ECAMStart || uint64(end+1)<<20 != layout.ECAMSize || mc[54] != 0 {

@@ -43,6 +43,7 @@ type Config struct {
 	PM1aControl uint16 // PM1a control block, 2 ports (required)
 	PMTimer     uint16 // PM timer port; 0: no PM timer
 	SCI         uint8  // SCI interrupt (required)
+	PITGSI      uint32 // the GSI ISA IRQ0 (the PIT) is wired to: an interrupt-source override 0 -> PITGSI
 	ResetPort   uint16 // FADT reset register (required)
 	ResetValue  uint8  // value written to ResetPort (required)
 	COM1Port    uint16 // COM1's eight ports; 0: no COM1 device
@@ -304,9 +305,9 @@ func (b *builder) madt() []byte {
 	t = append(t, madtIOAPIC, 12, c.IOAPICID, 0)
 	t = le.AppendUint32(t, c.IOAPIC)
 	t = le.AppendUint32(t, 0) // GSI base
-	// IRQ0 (PIT) -> GSI 2, bus-conforming.
+	// IRQ0 (PIT) -> its GSI, bus-conforming.
 	t = append(t, madtOverride, 10, 0, 0)
-	t = le.AppendUint32(t, 2)
+	t = le.AppendUint32(t, c.PITGSI)
 	t = le.AppendUint16(t, 0)
 	// SCI: level-triggered, active high.
 	t = append(t, madtOverride, 10, 0, c.SCI)

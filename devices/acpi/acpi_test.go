@@ -21,7 +21,7 @@ func testConfig() Config {
 		IO:         addr.Range{Base: 0xc000, Size: 0x4000},
 		LAPIC:      0xfee00000, IOAPIC: 0xfec00000,
 		PCIConfigPort: 0xcf8,
-		PM1aEvent:     0x600, PM1aControl: 0x604, SCI: 9,
+		PM1aEvent:     0x600, PM1aControl: 0x604, SCI: 9, PITGSI: 2,
 		ResetPort: 0xcf9, ResetValue: 6,
 		COM1Port: 0x3f8, COM1IRQ: 4,
 		PVPanicPort: 0x505,

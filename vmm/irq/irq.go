@@ -75,8 +75,8 @@ func ISAOverrideRoutes() []kvm.IRQRoutingEntry {
 	for gsi := uint32(0); gsi < layout.IOAPICPins; gsi++ {
 		switch {
 		case gsi == 0:
-			r = append(r, kvm.IRQChipRoute(0, kvm.IRQChipIOAPIC, 2))
-		case gsi != 2:
+			r = append(r, kvm.IRQChipRoute(0, kvm.IRQChipIOAPIC, layout.PITGSI))
+		case gsi != layout.PITGSI:
 			r = append(r, kvm.IRQChipRoute(gsi, kvm.IRQChipIOAPIC, gsi))
 		}
 		switch {

@@ -117,6 +117,7 @@ const (
 	PortResetCF9  = PortPCIConfig + 1
 	IOAPICPins    = 24 // GSIs 0-23 are IOAPIC pins (KVM's IOAPIC)
 	SCIIRQ        = 9
+	PITGSI        = 2          // ISA IRQ0 (KVM's PIT) is wired to IOAPIC pin 2; GSI 2 (the PIC cascade) has no route
 	FirstMSIGSI   = IOAPICPins // GSIs from here on are MSI routes
 	MaxVCPUs      = 254        // APIC IDs 0..N-1; the IOAPIC takes ID N
 	DefaultMemory = 512 * MiB

@@ -108,7 +108,7 @@ func Bytes(base uint64, ncpu int) ([]byte, error) {
 		}
 		pin := uint8(irq)
 		if irq == 0 {
-			pin = 2
+			pin = layout.PITGSI
 		}
 		// flags 0: conforms to the bus (ISA: edge, active high)
 		put([]byte{entryIOInt, intINT, 0, 0, isaBus, uint8(irq), IOAPICID(ncpu), pin})

@@ -298,23 +298,14 @@ func runWideGuest(t *testing.T, p *prober, g wideGuest) {
 	onExit := func(cpu *kvm.VCPU, run *kvm.Run) (bool, error) {
 		switch run.ExitReason() {
 		case kvm.ExitInternalError:
-			ie := run.InternalError()
-			if ie.Suberror != kvm.InternalErrorEmulation {
-				return false, nil
-			}
-			before, err := cpu.Regs()
-			if err != nil {
+			k, before, after, ok, err := emulationExit(emu, cpu, run)
+			if !ok || err != nil {
+				if err != nil {
+					err = fmt.Errorf("after %q: %w", trace, err)
+				}
 				return false, err
 			}
-			k, err := emu.Emulate(cpu, ie.InsnBytes)
-			if err != nil {
-				return false, fmt.Errorf("after %q: %w", trace, err)
-			}
-			after, err := cpu.Regs()
-			if err != nil {
-				return false, err
-			}
-			trace = append(trace, fmt.Sprintf("%v at %#x, then RIP %#x", k, before.RIP, after.RIP))
+			trace = append(trace, fmt.Sprintf("%v at %#x, then RIP %#x", k, before, after))
 			return true, nil
 		case kvm.ExitIO:
 			io := run.IO()
@@ -471,4 +462,30 @@ func TestWideGuestCode(t *testing.T) {
 			t.Errorf("%#x -> %#x, want %#x", va, got, pa)
 		}
 	}
+}
+
+// emulationExit completes a KVM emulation-failure exit with godvm's
+// emulator, as vmm/exits.go does: ok is false for any other exit (the
+// caller handles it); otherwise k is what was emulated and before/after
+// are the RIPs around it.
+func emulationExit(emu *emulate.Emulator, cpu *kvm.VCPU, run *kvm.Run) (k emulate.Kind, before, after uint64, ok bool, err error) {
+	if run.ExitReason() != kvm.ExitInternalError {
+		return k, 0, 0, false, nil
+	}
+	ie := run.InternalError()
+	if ie.Suberror != kvm.InternalErrorEmulation {
+		return k, 0, 0, false, nil
+	}
+	r, err := cpu.Regs()
+	if err != nil {
+		return k, 0, 0, true, err
+	}
+	if k, err = emu.Emulate(cpu, ie.InsnBytes); err != nil {
+		return k, r.RIP, 0, true, err
+	}
+	a, err := cpu.Regs()
+	if err != nil {
+		return k, r.RIP, 0, true, err
+	}
+	return k, r.RIP, a.RIP, true, nil
 }

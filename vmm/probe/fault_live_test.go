@@ -52,23 +52,14 @@ func TestLiveEmulateFaults(t *testing.T) {
 	onExit := func(cpu *kvm.VCPU, run *kvm.Run) (bool, error) {
 		switch run.ExitReason() {
 		case kvm.ExitInternalError:
-			ie := run.InternalError()
-			if ie.Suberror != kvm.InternalErrorEmulation {
-				return false, nil
-			}
-			before, err := cpu.Regs()
-			if err != nil {
+			k, before, after, ok, err := emulationExit(emu, cpu, run)
+			if !ok || err != nil {
+				if err != nil {
+					err = fmt.Errorf("after %q: %w", trace, err)
+				}
 				return false, err
 			}
-			k, err := emu.Emulate(cpu, ie.InsnBytes)
-			if err != nil {
-				return false, fmt.Errorf("after %q: %w", trace, err)
-			}
-			after, err := cpu.Regs()
-			if err != nil {
-				return false, err
-			}
-			trace = append(trace, fmt.Sprintf("%v at %#x, then RIP %#x", k, before.RIP, after.RIP))
+			trace = append(trace, fmt.Sprintf("%v at %#x, then RIP %#x", k, before, after))
 			return true, nil
 		case kvm.ExitIO:
 			io := run.IO()

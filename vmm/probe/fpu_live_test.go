@@ -140,22 +140,14 @@ func TestLiveEmulateFPU(t *testing.T) {
 	emu := emulate.New(mem, nil)
 	var trace []string
 	onExit := func(cpu *kvm.VCPU, run *kvm.Run) (bool, error) {
-		if run.ExitReason() != kvm.ExitInternalError {
-			return false, nil
-		}
-		ie := run.InternalError()
-		if ie.Suberror != kvm.InternalErrorEmulation {
-			return false, nil
-		}
-		before, err := cpu.Regs()
-		if err != nil {
+		k, before, _, ok, err := emulationExit(emu, cpu, run)
+		if !ok || err != nil {
+			if err != nil {
+				err = fmt.Errorf("after %d emulated instructions: %w", len(trace), err)
+			}
 			return false, err
 		}
-		k, err := emu.Emulate(cpu, ie.InsnBytes)
-		if err != nil {
-			return false, fmt.Errorf("after %d emulated instructions: %w", len(trace), err)
-		}
-		trace = append(trace, fmt.Sprintf("%v@%#x", k, before.RIP-codeAddr))
+		trace = append(trace, fmt.Sprintf("%v@%#x", k, before-codeAddr))
 		return true, nil
 	}
 	patch := func(m []byte) {

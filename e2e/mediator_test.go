@@ -1,13 +1,12 @@
 package e2e
 
 import (
-	"godvm/internal/proc"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"godvm/internal/proc"
 )
 
 // TestVfioUserDSAMediated runs two guests at once, each with its own
@@ -24,29 +23,8 @@ func TestVfioUserDSAMediated(t *testing.T) {
 	testKernel(t) // skips without /dev/kvm
 	dir := t.TempDir()
 	socks := []string{filepath.Join(dir, "guest-a.sock"), filepath.Join(dir, "guest-b.sock")}
-	logs := &proc.Buffer{}
-	server := exec.Command(godvmBinary(t), "dsa-server", "--dsa", "wqs=16,wq-size=256,groups=8,engines=8,version=1.0",
+	_, logs := startDSAServer(t, socks, "--dsa", "wqs=16,wq-size=256,groups=8,engines=8,version=1.0",
 		"--vdev", "socket="+socks[0]+",wqs=8,wq-size=128", "--vdev", "socket="+socks[1]+",wqs=8,wq-size=128", "--portal", "mapped")
-	server.Stdout, server.Stderr = logs, logs
-	if err := server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		server.Process.Kill()
-		server.Wait()
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for _, s := range socks {
-		for {
-			if _, err := os.Stat(s); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("dsa-server did not create %s:\n%s", s, logs.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 	t.Run("guests", func(t *testing.T) {
 		for i, s := range socks {
 			t.Run(string(rune('a'+i)), func(t *testing.T) {

@@ -22,8 +22,16 @@ const vfioUserDSA = "wqs=8,wq-size=128,groups=4,engines=4,version=1.0"
 func dsaServer(t *testing.T, portal string) (sock string, server *exec.Cmd, logs *proc.Buffer) {
 	t.Helper()
 	sock = filepath.Join(t.TempDir(), "dsa.sock")
+	server, logs = startDSAServer(t, []string{sock}, "--socket", sock, "--dsa", vfioUserDSA, "--portal", portal)
+	return sock, server, logs
+}
+
+// startDSAServer starts `godvm dsa-server args...` and waits until each
+// of socks exists; the process is killed at the end of the test.
+func startDSAServer(t *testing.T, socks []string, args ...string) (server *exec.Cmd, logs *proc.Buffer) {
+	t.Helper()
 	logs = &proc.Buffer{}
-	server = exec.Command(godvmBinary(t), "dsa-server", "--socket", sock, "--dsa", vfioUserDSA, "--portal", portal)
+	server = exec.Command(godvmBinary(t), append([]string{"dsa-server"}, args...)...)
 	server.Stdout, server.Stderr = logs, logs
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
@@ -33,15 +41,18 @@ func dsaServer(t *testing.T, portal string) (sock string, server *exec.Cmd, logs
 		server.Wait()
 	})
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			return sock, server, logs
+	for _, s := range socks {
+		for {
+			if _, err := os.Stat(s); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("dsa-server did not create %s:\n%s", s, logs.String())
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dsa-server did not create %s:\n%s", sock, logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	return server, logs
 }
 
 // TestVfioUserDSA runs the agent's dsa scenario (idxd probe, accel-config

@@ -128,6 +128,27 @@ type exit struct {
 	timed  bool
 }
 
+// newVM creates a VM with the probe's memory in slot 0, set up as every
+// probe guest needs it.
+func (p *prober) newVM() (*kvm.VM, error) {
+	vm, err := p.sys.CreateVM()
+	if err != nil {
+		return nil, err
+	}
+	// Intel without unrestricted guest needs these; elsewhere harmless.
+	_ = vm.SetTSSAddr(0xfffbd000)
+	_ = vm.SetIdentityMapAddr(0xfffbc000)
+	if p.exitOnEF {
+		_ = vm.EnableCap(kvm.CapExitOnEmulationFailure, 0, 1)
+	}
+	if err := vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{Slot: 0, MemorySize: memSize,
+		UserspaceAddr: addr.Host(p.mem)}); err != nil {
+		vm.Close()
+		return nil, err
+	}
+	return vm, nil
+}
+
 // runGuest creates a VM with the probe's memory, one vCPU set up as g
 // says, and runs it until it reports or stops.
 func (p *prober) runGuest(g guest) (*exit, error) {
@@ -138,21 +159,11 @@ func (p *prober) runGuest(g guest) (*exit, error) {
 		g.patch(p.mem)
 	}
 
-	vm, err := p.sys.CreateVM()
+	vm, err := p.newVM()
 	if err != nil {
 		return nil, err
 	}
 	defer vm.Close()
-	// Intel without unrestricted guest needs these; elsewhere harmless.
-	_ = vm.SetTSSAddr(0xfffbd000)
-	_ = vm.SetIdentityMapAddr(0xfffbc000)
-	if p.exitOnEF {
-		_ = vm.EnableCap(kvm.CapExitOnEmulationFailure, 0, 1)
-	}
-	if err := vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{Slot: 0, MemorySize: memSize,
-		UserspaceAddr: addr.Host(p.mem)}); err != nil {
-		return nil, err
-	}
 	cpu, err := vm.CreateVCPU(0)
 	if err != nil {
 		return nil, err
@@ -408,7 +419,7 @@ func (p *prober) newBatchVM(tests []insnTest) (*batchVM, error) {
 		copy(p.mem[a:], t.code)
 		copy(p.mem[a+uint64(len(t.code)):], doneSeq)
 	}
-	vm, err := p.sys.CreateVM()
+	vm, err := p.newVM()
 	if err != nil {
 		return nil, err
 	}
@@ -416,15 +427,6 @@ func (p *prober) newBatchVM(tests []insnTest) (*batchVM, error) {
 	fail := func(err error) (*batchVM, error) {
 		vm.Close()
 		return nil, err
-	}
-	_ = vm.SetTSSAddr(0xfffbd000)
-	_ = vm.SetIdentityMapAddr(0xfffbc000)
-	if p.exitOnEF {
-		_ = vm.EnableCap(kvm.CapExitOnEmulationFailure, 0, 1)
-	}
-	if err := vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{Slot: 0, MemorySize: memSize,
-		UserspaceAddr: addr.Host(p.mem)}); err != nil {
-		return fail(err)
 	}
 	if b.cpu, err = vm.CreateVCPU(0); err != nil {
 		return fail(err)

@@ -304,14 +304,19 @@ func (w *workQueue) pasidDiscarded(it *work) bool {
 
 // retire accounts for a descriptor that left the WQ and wakes the waiters
 // whose condition it may have made true.
+//
+// it is not read after the retired count moves: a single engine runs the
+// descriptor in its ring slot, which a submitter may fill again as soon as
+// the count says there is room.
 func (w *workQueue) retire(it *work) {
-	n := w.retired[it.slot].Add(1)
+	slot := it.slot
+	n := w.retired[slot].Add(1)
 	if w.waiters.Load() == 0 {
 		return
 	}
 	if w.drains.Load() != 0 ||
 		w.retired[0].Load()+w.retired[1].Load() >= w.roomAt.Load() ||
-		w.slotWaiters.Load() != 0 && n == w.accepted[it.slot].Load() {
+		w.slotWaiters.Load() != 0 && n == w.accepted[slot].Load() {
 		w.mu.Lock()
 		w.cond.Broadcast()
 		w.mu.Unlock()

@@ -2,19 +2,32 @@ package dsa
 
 import (
 	"bytes"
+	"fmt"
 	"sync"
 	"testing"
 )
 
-// TestConcurrentSubmission: several submitters on two WQs in two groups
-// (two engines each); every descriptor completes, with its interrupt, and
-// the data is right. Run with -race.
+// TestConcurrentSubmission: several submitters on two WQs in two groups;
+// every descriptor completes, with its interrupt, and the data is right.
+// With two engines per group each engine copies its descriptor out of the
+// group's ring; with one, the engine runs it in its ring slot, which
+// submitters waiting for room fill again the moment it retires. Run with
+// -race.
 func TestConcurrentSubmission(t *testing.T) {
-	r := newRig(t, Config{WQs: 2, WQSize: 64, Groups: 2, Engines: 4, Version: 0x100})
+	for _, perGroup := range []int{2, 1} {
+		t.Run(fmt.Sprintf("engines-per-group=%d", perGroup), func(t *testing.T) {
+			testConcurrentSubmission(t, perGroup)
+		})
+	}
+}
+
+func testConcurrentSubmission(t *testing.T, perGroup int) {
+	r := newRig(t, Config{WQs: 2, WQSize: 64, Groups: 2, Engines: 2 * perGroup, Version: 0x100})
 	r.configWQ(0, 32, 0, kernelDWQ, 21, 5)
 	r.configWQ(1, 32, 0, kernelDWQ, 21, 5)
-	r.configGroup(0, 1, 3)
-	r.configGroup(1, 2, 0xc)
+	engs := uint64(1)<<perGroup - 1
+	r.configGroup(0, 1, engs)
+	r.configGroup(1, 2, engs<<perGroup)
 	if st := r.cmd(CmdEnableDevice, 0); st != 0 {
 		t.Fatal(st)
 	}

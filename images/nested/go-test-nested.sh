@@ -19,7 +19,7 @@ for pkg in "$@"; do
 		$GO test -count=1 -timeout 60m ${GO_TEST_FLAGS:-} -exec "$here/run-in-nested-kvm.sh -t $limit ${NESTED_ARGS:-}" "$pkg" 2>&1 | tee "$log"
 		rc=${PIPESTATUS[0]}
 		vmfail=0
-		grep -qE 'run-in-nested-kvm: (timed out after|the VM stopped before)' "$log" && vmfail=1
+		grep -qE 'run-in-nested-kvm: (timed out after|the VM stopped before|the VM stopped making progress)' "$log" && vmfail=1
 		rm -f "$log"
 		if [[ $rc -ne 0 && $vmfail -eq 1 && $try -eq 1 ]]; then
 			echo "go-test-nested: the nested VM failed under $pkg (not a test verdict): running $pkg once more"

@@ -150,6 +150,9 @@ trap 'exit 130' INT TERM
 
 quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 {
+	# A heartbeat in the run share while the command runs: the host sees a VM that has
+	# stopped making progress (below) long before the -t limit.
+	echo '( while :; do date +%s >/run/nested/heartbeat; sleep 5; done ) </dev/null >/dev/null 2>&1 &'
 	for a in "$@"; do printf '%s ' "$(quote "$a")"; done
 	echo
 } >"$run/cmd"
@@ -217,14 +220,67 @@ cpids+=($!)
 qargs+=(-chardev "pipe,id=con,path=$run/con" -serial chardev:con
 	-chardev "pipe,id=out,path=$run/out" -serial chardev:out
 	-chardev "pipe,id=err,path=$run/err" -serial chardev:err)
+# A QEMU monitor, to say where a VM that stopped making progress was (GODVM_NESTED_MONITOR=PATH
+# puts it at PATH, to look at a running VM: info registers -a, nmi).
+monitor=${GODVM_NESTED_MONITOR:-$run/monitor.sock}
+qargs+=(-monitor "unix:$monitor,server,nowait")
 append="console=ttyS0 panic=-1 quiet loglevel=4 nokaslr"
 [[ -n $kvmamd ]] && append+=" nested.kvm_amd=$kvmamd"
 qargs+=(-append "$append")
 
+# nested_rips: the outer vCPUs' instruction pointers from the monitor (needs python3).
+nested_rips() {
+	command -v python3 >/dev/null || return 0
+	python3 - "$monitor" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(2)
+s.connect(sys.argv[1])
+out = b""
+def drain():
+    global out
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+    except OSError:
+        pass
+drain()
+out = b""
+for _ in range(3):
+    s.sendall(b"info registers -a\n")
+    time.sleep(0.5)
+    drain()
+cpu = None
+for line in out.decode(errors="replace").splitlines():
+    if line.startswith("CPU#"):
+        cpu = line.strip()
+    elif line.startswith("RIP="):
+        print("outer", cpu, line.split()[0], "CPL=" + line.split("CPL=")[1].split()[0], "IF" if int(line.split("RFL=")[1].split()[0], 16) & 0x200 else "IF=0")
+PY
+}
 start=$EPOCHREALTIME
 set +e
 timeout -k 5 "$timeout_s" qemu-system-x86_64 "${qargs[@]}" </dev/null >"$run/qemu.log" 2>&1 &
 qpid=$!
+# The stall watchdog: QEMU/TCG's emulated SVM now and then livelocks the outer kernel (seen:
+# one vCPU looping on the INT3 of a kernel text patch with interrupts off while the other
+# waits for it in smp_call_function_many_cond), and then nothing in the VM runs, timeouts
+# included. A heartbeat older than GODVM_NESTED_STALL seconds (default 120) ends the run.
+stall=${GODVM_NESTED_STALL:-120}
+stalled=0
+while kill -0 "$qpid" 2>/dev/null; do
+	sleep 2
+	hb=$(stat -c %Y "$run/heartbeat" 2>/dev/null) || continue
+	if ((EPOCHSECONDS - hb > stall)); then
+		stalled=$((EPOCHSECONDS - hb))
+		nested_rips >"$run/rips" 2>&1 || true
+		kill "$qpid" 2>/dev/null
+		break
+	fi
+done
 wait "$qpid"
 qrc=$?
 qpid=
@@ -240,7 +296,11 @@ if [[ -s $run/status ]]; then
 	[[ $verbose == 1 ]] && echo "run-in-nested-kvm: VM ran ${elapsed}s, command exit status $status" >&2
 	exit "$status"
 fi
-if [[ $qrc == 124 || $qrc == 137 ]]; then
+if [[ $stalled != 0 ]]; then
+	echo "run-in-nested-kvm: the VM stopped making progress (no heartbeat for ${stalled}s; QEMU/TCG's nested SVM, not the command)" >&2
+	[[ -s $run/rips ]] && sed 's/^/run-in-nested-kvm: /' "$run/rips" >&2
+	rc=125
+elif [[ $qrc == 124 || $qrc == 137 ]]; then
 	echo "run-in-nested-kvm: timed out after ${timeout_s}s" >&2
 	rc=124
 else

@@ -39,6 +39,9 @@ type dsaRun struct {
 	OnFail func()
 	// Timeout bounds the guest run (default 300 s).
 	Timeout time.Duration
+	// Renew prepares a second run after a nested environment fault
+	// (agentRun.Renew).
+	Renew func(r *agentRun)
 }
 
 // TestDSA boots the test kernel with the built-in software DSA and runs the
@@ -89,6 +92,7 @@ func runDSA(t *testing.T, r dsaRun) Output {
 		CPUs:      r.CPUs,
 		Args:      args,
 		Timeout:   limit,
+		Renew:     r.Renew,
 	})
 	if out.Status != 0 && r.OnFail != nil {
 		r.OnFail()

@@ -185,10 +185,58 @@ type agentRun struct {
 	BootLog bool
 	Args    []string      // extra godvm flags (devices)
 	Timeout time.Duration // godvm --timeout; default 240s
+	// Renew prepares a second run after a nested environment fault (see
+	// nestedEnvFault), e.g. a fresh device server; nil: the same run.
+	Renew func(r *agentRun)
 }
 
 // bootAgent boots the test kernel with the agent running the scenarios.
+//
+// Inside images/nested only, a run that ends in the environment's own fault
+// (nestedEnvFault) is logged in full and run once more; the second run's
+// result is the test's. Everywhere else, and for any other failure, the
+// first run is the verdict.
 func bootAgent(t *testing.T, r agentRun) Output {
+	t.Helper()
+	out := bootAgentOnce(t, r)
+	if why, ok := nestedEnvFault(out); ok {
+		t.Logf("NESTED ENVIRONMENT FAULT (%s): QEMU/TCG's emulated SVM corrupts nested guests now and then "+
+			"(images/nested/README.md); running once more. The failed run:\nconsole (last lines):\n%s\nstderr:\n%s",
+			why, proc.TailLines(out.Stdout, 20), out.Stderr)
+		if r.Renew != nil {
+			r.Renew(&r)
+		}
+		out = bootAgentOnce(t, r)
+	}
+	return out
+}
+
+// stuckOutside matches godvm's timeout report for a vCPU stuck at an address
+// that its System.map does not name (outside the guest kernel's text).
+var stuckOutside = regexp.MustCompile(`stuck in 0x[0-9a-f]+ for the last`)
+
+// nestedEnvFault reports whether a run inside images/nested (GODVM_NESTED_VM=1,
+// set by run-in-nested-kvm.sh) ended in one of the two ways QEMU/TCG's nested
+// SVM has been seen to break a nested guest, with godvm's own error
+// (status 1): a triple fault with no oops before it, or a vCPU stuck at an
+// address outside the guest kernel (traced on 2026-11-27: the nested guest's
+// RIP and CR3 replaced by the outer kernel's, RIP = kvm_amd's
+// __svm_vcpu_run+0x9c, right after its VMRUN).
+func nestedEnvFault(o Output) (string, bool) {
+	if os.Getenv("GODVM_NESTED_VM") != "1" || o.Status != 1 || strings.Contains(o.Stdout, "Oops") ||
+		strings.Contains(o.Stdout, "Kernel panic") {
+		return "", false
+	}
+	switch {
+	case strings.Contains(o.Stderr, "the guest triple-faulted (KVM_EXIT_SHUTDOWN)"):
+		return "guest triple fault", true
+	case stuckOutside.MatchString(o.Stderr):
+		return "vCPU stuck outside the guest kernel", true
+	}
+	return "", false
+}
+
+func bootAgentOnce(t *testing.T, r agentRun) Output {
 	t.Helper()
 	kernel := testKernel(t)
 	if r.Timeout == 0 {
@@ -296,5 +344,33 @@ func (k KTAP) wantOK(t *testing.T, name string) {
 		t.Errorf("KTAP: %q failed; diagnostics %q", name, k.Diagnostics)
 	case strings.HasPrefix(r.Directive, "SKIP"):
 		t.Errorf("KTAP: %q skipped: %s", name, r.Directive)
+	}
+}
+
+func TestNestedEnvFault(t *testing.T) {
+	triple := "godvm: vCPU 0 at RIP 0xfff0: the guest triple-faulted (KVM_EXIT_SHUTDOWN): an exception could not be delivered"
+	stuck := "godvm: timeout: the guest stopped making progress or did not finish in time: vCPU 0 at RIP 0xffffffffc035320c, stuck in 0xffffffffc035320c for the last 5 samples"
+	stuckNamed := "godvm: timeout: the guest stopped making progress or did not finish in time: vCPU 0 at RIP 0xffffffff81a592eb (native_safe_halt+0xb), stuck in native_safe_halt for the last 5 samples"
+	cases := []struct {
+		name   string
+		nested string
+		o      Output
+		want   bool
+	}{
+		{"triple fault in nested", "1", Output{Status: 1, Stderr: triple}, true},
+		{"stuck outside the kernel in nested", "1", Output{Status: 1, Stderr: stuck}, true},
+		{"triple fault on a real host", "", Output{Status: 1, Stderr: triple}, false},
+		{"stuck in a named function", "1", Output{Status: 1, Stderr: stuckNamed}, false},
+		{"triple fault after an oops", "1", Output{Status: 1, Stdout: "BUG: unable to handle page fault\nOops: 0000", Stderr: triple}, false},
+		{"guest verdict, not godvm's error", "1", Output{Status: 3, Stderr: triple}, false},
+		{"passed", "1", Output{Status: 0}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("GODVM_NESTED_VM", c.nested)
+			if _, got := nestedEnvFault(c.o); got != c.want {
+				t.Errorf("nestedEnvFault = %v, want %v", got, c.want)
+			}
+		})
 	}
 }

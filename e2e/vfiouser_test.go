@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -81,6 +82,17 @@ func TestVfioUserDSA(t *testing.T) {
 				Path:   c.path,
 				Args:   []string{"--vfio-user", sock},
 				OnFail: func() { t.Logf("dsa-server log:\n%s", proc.TailLines(logs.String(), 30)) },
+				// A second run gets a server of its own.
+				Renew: func(a *agentRun) {
+					var next string
+					next, _, logs = dsaServer(t, c.portal)
+					a.Args = slices.Clone(a.Args)
+					for i := range a.Args {
+						if a.Args[i] == sock {
+							a.Args[i] = next
+						}
+					}
+				},
 			})
 		})
 	}

@@ -17,8 +17,10 @@
 # The current directory is always shared read-write at the same path, and the command runs
 # there with /bin/sh -c semantics on its quoted arguments. Its stdout and stderr come back
 # on this script's stdout and stderr, and its exit status is this script's exit status.
-# Statuses of the script itself: 124 timeout, 125 VM failed before the command finished,
-# 126 setup error on the host.
+# Statuses of the script itself: 124 timeout, 125 VM failed before the command finished
+# (or stopped making progress: no heartbeat from the VM for GODVM_NESTED_STALL seconds,
+# default 120), 126 setup error on the host. The command sees GODVM_NESTED_VM=1;
+# GODVM_NESTED_MONITOR=PATH puts the VM's QEMU monitor socket at PATH.
 #
 # Needs (Debian packages): qemu-system-x86, busybox-static, cpio, and apt access to download
 # linux-image-<version>-amd64 once (GODVM_NESTED_KERNEL_PKG chooses the package; default: the
@@ -161,6 +163,8 @@ pwd -P >"$run/cwd"
 	for v in "${envs[@]}" $(compgen -e | grep '^GODVM_' || true) PATH; do
 		[[ -v $v ]] && echo "export $v=$(quote "${!v}")"
 	done
+	# Tests may tell the nested VM's own faults from theirs (e2e nestedEnvFault).
+	echo "export GODVM_NESTED_VM=1"
 } >"$run/env"
 
 kernel=$cache/vmlinuz

@@ -200,7 +200,7 @@ func bootAgent(t *testing.T, r agentRun) Output {
 	t.Helper()
 	out := bootAgentOnce(t, r)
 	if why, ok := nestedEnvFault(out); ok {
-		t.Logf("NESTED ENVIRONMENT FAULT (%s): QEMU/TCG's emulated SVM corrupts nested guests now and then "+
+		t.Logf("NESTED ENVIRONMENT FAULT (%s): the nested stack (QEMU/TCG SVM, outer kvm_amd) corrupts its guests now and then "+
 			"(images/nested/README.md); running once more. The failed run:\nconsole (last lines):\n%s\nstderr:\n%s",
 			why, proc.TailLines(out.Stdout, 20), out.Stderr)
 		if r.Renew != nil {
@@ -216,12 +216,12 @@ func bootAgent(t *testing.T, r agentRun) Output {
 var stuckOutside = regexp.MustCompile(`stuck in 0x[0-9a-f]+ for the last`)
 
 // nestedEnvFault reports whether a run inside images/nested (GODVM_NESTED_VM=1,
-// set by run-in-nested-kvm.sh) ended in one of the two ways QEMU/TCG's nested
+// set by run-in-nested-kvm.sh) ended in one of the two ways the nested
 // SVM has been seen to break a nested guest, with godvm's own error
 // (status 1): a triple fault with no oops before it, or a vCPU stuck at an
 // address outside the guest kernel (traced on 2026-11-27: the nested guest's
 // RIP and CR3 replaced by the outer kernel's, RIP = kvm_amd's
-// __svm_vcpu_run+0x9c, right after its VMRUN).
+// __svm_vcpu_run+0x9c, the instruction after its VMRUN).
 func nestedEnvFault(o Output) (string, bool) {
 	if os.Getenv("GODVM_NESTED_VM") != "1" || o.Status != 1 || strings.Contains(o.Stdout, "Oops") ||
 		strings.Contains(o.Stdout, "Kernel panic") {

@@ -269,7 +269,7 @@ start=$EPOCHREALTIME
 set +e
 timeout -k 5 "$timeout_s" qemu-system-x86_64 "${qargs[@]}" </dev/null >"$run/qemu.log" 2>&1 &
 qpid=$!
-# The stall watchdog: QEMU/TCG's emulated SVM now and then livelocks the outer kernel (seen:
+# The stall watchdog: the nested stack (QEMU/TCG's SVM, the outer kvm_amd) now and then livelocks the outer kernel (seen:
 # one vCPU looping on the INT3 of a kernel text patch with interrupts off while the other
 # waits for it in smp_call_function_many_cond), and then nothing in the VM runs, timeouts
 # included. A heartbeat older than GODVM_NESTED_STALL seconds (default 120) ends the run.
@@ -301,7 +301,7 @@ if [[ -s $run/status ]]; then
 	exit "$status"
 fi
 if [[ $stalled != 0 ]]; then
-	echo "run-in-nested-kvm: the VM stopped making progress (no heartbeat for ${stalled}s; QEMU/TCG's nested SVM, not the command)" >&2
+	echo "run-in-nested-kvm: the VM stopped making progress (no heartbeat for ${stalled}s; QEMU/TCG's SVM or the outer kernel, not the command)" >&2
 	[[ -s $run/rips ]] && sed 's/^/run-in-nested-kvm: /' "$run/rips" >&2
 	rc=125
 elif [[ $qrc == 124 || $qrc == 137 ]]; then

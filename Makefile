@@ -150,10 +150,12 @@ test: deps kernel initrd build fmt-check vet
 		echo "make test: /dev/kvm present: the KVM tests above ran on it"; \
 	else \
 		echo "make test: no /dev/kvm on this host: running $(NESTED_PKGS) inside a QEMU/TCG VM with nested kvm_amd"; \
-		$(MAKE) --no-print-directory nested-go-test PKGS="$(NESTED_PKGS)" NESTED_T=300; \
+		rc=0; \
+		$(MAKE) --no-print-directory nested-go-test PKGS="$(NESTED_PKGS)" NESTED_T=300 || rc=$$?; \
 		echo "make test: and the DSA data-path scenarios there ($(NESTED_DSA_RUN); the pv path, as kvm_amd guests cannot execute MOVDIR64B)"; \
 		$(MAKE) --no-print-directory nested-go-test PKGS="$(E2E_PKGS)" NESTED_T=900 NESTED_ARGS="-c 2" \
-			GO_TEST_FLAGS="-v -run $(NESTED_DSA_RUN) $(GO_TEST_FLAGS)"; \
+			GO_TEST_FLAGS="-v -run $(NESTED_DSA_RUN) $(GO_TEST_FLAGS)" || rc=$$?; \
+		exit $$rc; \
 	fi
 
 test-nested: deps kernel initrd build

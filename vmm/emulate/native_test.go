@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"unsafe"
 
@@ -825,37 +826,44 @@ func compareOne(t testing.TB, c nativeCase, r *rand.Rand) string {
 // hardware: QEMU's TCG (images/nested runs the vmm packages there), whose x87
 // state is no reference (it stores the outer kernel's FIP/FDP, no FOP, and
 // FCW's reserved bits as written). "" on hardware, including under a
-// hardware hypervisor.
-func softCPU(t *testing.T) string {
-	t.Helper()
-	cpuid := func(leaf uint32) *x86native.State {
+// hardware hypervisor. Asked once per process: the fuzz target checks it
+// for every input.
+var softCPU = sync.OnceValues(func() (string, error) {
+	cpuid := func(leaf uint32) (*x86native.State, error) {
 		in := &x86native.State{}
 		in.GPR[0] = uint64(leaf)
 		out, err := x86native.Run([]byte{0x0f, 0xa2}, in) // CPUID
 		if err != nil {
-			t.Fatalf("CPUID %#x: %v", leaf, err)
+			return nil, fmt.Errorf("CPUID %#x: %w", leaf, err)
 		}
-		return out
+		return out, nil
 	}
-	if cpuid(1).GPR[1]>>31&1 == 0 {
-		return "" // no hypervisor
+	r, err := cpuid(1)
+	if err != nil || r.GPR[1]>>31&1 == 0 {
+		return "", err // no hypervisor
 	}
-	r := cpuid(0x40000000)
+	if r, err = cpuid(0x40000000); err != nil {
+		return "", err
+	}
 	var v [12]byte
 	binary.LittleEndian.PutUint32(v[0:], uint32(r.GPR[3]))
 	binary.LittleEndian.PutUint32(v[4:], uint32(r.GPR[1]))
 	binary.LittleEndian.PutUint32(v[8:], uint32(r.GPR[2]))
 	if string(v[:]) == "TCGTCGTCGTCG" {
-		return "QEMU TCG"
+		return "QEMU TCG", nil
 	}
-	return ""
-}
+	return "", nil
+})
 
 // skipSoftCPU skips a comparison with the CPU where the CPU is a software
 // model; the same test runs against the hardware on the host.
 func skipSoftCPU(t *testing.T) {
 	t.Helper()
-	if m := softCPU(t); m != "" {
+	m, err := softCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m != "" {
 		t.Skipf("the CPU here is %s, a software model, not a hardware reference for x87/SSE state; "+
 			"this comparison runs against the host's CPU outside the nested VM", m)
 	}

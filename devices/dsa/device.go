@@ -95,10 +95,11 @@ func New(mem *guestmem.Memory, cfg Config, intr Interrupter) (*Device, error) {
 	}
 	d.msixPerm = make([]atomic.Uint32, cfg.Vectors())
 	d.exec = executor{
-		mem: mem, intr: intr, vectors: cfg.Vectors(), version: cfg.Version,
+		intr: intr, vectors: cfg.Vectors(), version: cfg.Version,
 		swerr: d.reportSWErr, drain: d.drainBefore, opcap: d.opCap[0], readbackCap: true,
 		ignored: func(v int) bool { return d.msixPerm[v].Load()&msixPermIgnore != 0 },
 	}
+	d.exec.setMem(mem)
 	d.publishExec()
 	d.resetLocked()
 	return d, nil
@@ -125,7 +126,7 @@ func (d *Device) SetMemory(mem *guestmem.Memory) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.mem = mem
-	d.exec.mem = mem
+	d.exec.setMem(mem)
 	d.publishExec()
 	for _, w := range d.wqs {
 		w.drain()

@@ -551,12 +551,17 @@ func (g *group) idle(st *spinState) bool {
 		return !g.q.ready()
 	}
 	start := clock()
+	poll := g.idlePoll.Load() != nil
+	if poll {
+		// An engine that polls keeps the whole window, even one whose
+		// window had shrunk before the poller was set.
+		st.cur = g.spin
+	}
 	spun := st.cur > 0
 	if spun {
 		// With a mapped portal to poll, the ring only holds what this
 		// engine's own passes (or the page's goroutine) submitted: look at
 		// the page first, and every pollCheck ring checks.
-		poll := g.idlePoll.Load() != nil
 		for i := 0; ; i++ {
 			if poll && i%pollCheck == 0 && g.pollIdle() {
 				return false // took descriptors: the ring has them

@@ -54,8 +54,9 @@ type wqParams struct {
 // executor runs descriptors. It is shared by the device's engines, the
 // standalone runner and the fuzz targets.
 type executor struct {
-	mem         *guestmem.Memory
-	intr        Interrupter // nil: no interrupts
+	mem         *guestmem.Memory // set with setMem
+	ram         []ramRange       // mem's regions (setMem)
+	intr        Interrupter      // nil: no interrupts
 	vectors     int
 	version     uint32
 	swerr       func(SWError)    // nil: dropped
@@ -113,19 +114,21 @@ type desc struct {
 	handle uint16
 }
 
-func parseDesc(raw *[64]byte) desc {
+// parse fills d from the descriptor's bytes, field by field in place:
+// building a desc value and copying it would load it back in 16-byte words
+// over the narrower stores that built it, which the CPU cannot forward (a
+// stall of several nanoseconds per descriptor, measured).
+func (d *desc) parse(raw *[64]byte) {
 	le := binary.LittleEndian
 	w1 := le.Uint32(raw[4:])
-	return desc{
-		raw:    raw,
-		flags:  w1 & 0xffffff,
-		op:     byte(w1 >> 24),
-		crAddr: le.Uint64(raw[8:]),
-		a16:    le.Uint64(raw[16:]),
-		a24:    le.Uint64(raw[24:]),
-		size:   le.Uint32(raw[32:]),
-		handle: le.Uint16(raw[36:]),
-	}
+	d.raw = raw
+	d.flags = w1 & 0xffffff
+	d.op = byte(w1 >> 24)
+	d.crAddr = le.Uint64(raw[8:])
+	d.a16 = le.Uint64(raw[16:])
+	d.a24 = le.Uint64(raw[24:])
+	d.size = le.Uint32(raw[32:])
+	d.handle = le.Uint16(raw[36:])
 }
 
 func (d *desc) u64(off int) uint64 { return binary.LittleEndian.Uint64(d.raw[off:]) }
@@ -145,8 +148,9 @@ const (
 	needsRCR
 )
 
-// opInfo: which generic rules apply to an opcode.
-func opInfo(op byte) (props int, opFlags uint32) {
+// opRules: which generic rules apply to an opcode (opInfo's table is made
+// from it).
+func opRules(op byte) (props int, opFlags uint32) {
 	switch op {
 	case OpNOOP:
 		return 0, 0
@@ -175,15 +179,75 @@ func opInfo(op byte) (props int, opFlags uint32) {
 	return 0, 0
 }
 
+// opInfos is opRules for every opcode, looked up per descriptor.
+var opInfos = func() (t [256]struct {
+	props   int
+	opFlags uint32
+}) {
+	for op := range t {
+		t[op].props, t[op].opFlags = opRules(byte(op))
+	}
+	return t
+}()
+
+// opInfo: which generic rules apply to an opcode.
+func opInfo(op byte) (props int, opFlags uint32) {
+	e := &opInfos[op]
+	return e.props, e.opFlags
+}
+
 // run executes one descriptor (not part of a batch when batchIdx < 0),
 // writes its completion record, raises its interrupt and returns its status.
-func (x *executor) run(w *work, raw *[64]byte, batchIdx int, buf *[]byte) byte {
-	d := parseDesc(raw)
+//
+// One deferred recovery guards the whole descriptor, the operation and its
+// completion record (see "Memory that vanishes" below): a fault while the
+// operation runs completes the descriptor with a page fault, one while the
+// record is written is reported as a completion-record fault; either way the
+// interrupt is still raised. On the normal path the guard costs a deferred
+// call that finds nothing to do.
+func (x *executor) run(w *work, raw *[64]byte, batchIdx int, buf *[]byte) (st byte) {
+	if !w.guarded {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	}
+	var d desc
+	d.parse(raw)
 	var c completion
-	x.executeGuarded(w, &d, batchIdx, &c, buf)
-	x.complete(w, &d, batchIdx, &c)
+	phase := phaseExecute
+	defer func() {
+		if phase == phaseDone {
+			return
+		}
+		r := recover()
+		if r == nil {
+			return // runtime.Goexit
+		}
+		addr, ok := faultAddr(r)
+		if !ok {
+			panic(r)
+		}
+		if phase == phaseExecute {
+			x.faultCompletion(&d, addr, &c)
+			x.record(w, &d, batchIdx, &c, true)
+		} else {
+			x.report(w, &d, batchIdx, &c, StatusCRFault, d.crAddr, true)
+		}
+		x.interrupt(w, &d, &c)
+		st = c.status &^ StatusFaultWrite
+	}()
+	x.execute(w, &d, batchIdx, &c, buf)
+	phase = phaseRecord
+	x.record(w, &d, batchIdx, &c, false)
+	phase = phaseDone
+	x.interrupt(w, &d, &c)
 	return c.status &^ StatusFaultWrite
 }
+
+// Phases of a descriptor under run's guard.
+const (
+	phaseExecute = iota
+	phaseRecord
+	phaseDone
+)
 
 // Memory that vanishes under the device.
 //
@@ -199,38 +263,25 @@ func (x *executor) run(w *work, raw *[64]byte, batchIdx int, buf *[]byte) byte {
 // what an IOMMU translation failure looks like to software. The flag is set
 // and restored around each descriptor (it is per goroutine and costs a store).
 
-// executeGuarded is execute with memory faults turned into a page-fault
-// completion.
-func (x *executor) executeGuarded(w *work, d *desc, batchIdx int, c *completion, buf *[]byte) {
-	if !w.guarded {
-		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			addr, ok := faultAddr(r)
-			if !ok {
-				panic(r)
-			}
-			// Report the page, as a translation fault would, but not
-			// below the start of the operand it is in; and 0 bytes
-			// completed, since the copy may have run in any order.
-			gpa := x.gpaOf(addr)
-			fault := gpa &^ 0xfff
-			write := false
-			n := uint64(d.size)
-			props, _ := opInfo(d.op)
-			for i, a := range [2]uint64{d.a16, d.a24} {
-				if gpa >= a && gpa-a < n {
-					fault = max(fault, a)
-					write = i == 1 && props&writesDest != 0
-					break
-				}
-			}
-			*c = completion{}
-			c.pageFault(fault, write, 0)
+// faultCompletion makes c the completion of a descriptor whose operation
+// faulted at host address addr: a page fault at the page, but not below the
+// start of the operand it is in, and 0 bytes completed, since the copy may
+// have run in any order.
+func (x *executor) faultCompletion(d *desc, addr uintptr, c *completion) {
+	gpa := x.gpaOf(addr)
+	fault := gpa &^ 0xfff
+	write := false
+	n := uint64(d.size)
+	props, _ := opInfo(d.op)
+	for i, a := range [2]uint64{d.a16, d.a24} {
+		if gpa >= a && gpa-a < n {
+			fault = max(fault, a)
+			write = i == 1 && props&writesDest != 0
+			break
 		}
-	}()
-	x.execute(w, d, batchIdx, c, buf)
+	}
+	*c = completion{}
+	c.pageFault(fault, write, 0)
 }
 
 // faultAddr returns the address of a memory fault turned into a panic by
@@ -263,25 +314,26 @@ func (x *executor) gpaOf(addr uintptr) uint64 {
 }
 
 // writeRecord writes a completion record, status byte last with release
-// ordering; false if its memory is not there (or vanished: see above).
+// ordering; false if its memory is not there. A fault of memory that
+// vanished (see above) panics, for run's guard, unless guarded, when it is
+// caught here and also answered false.
 //
 // The record is 32-byte aligned (checked by the caller), so it lies in one
 // region and its first four bytes (status, result, fault info, reserved)
 // are one aligned word: bytes 4-31 are stored straight into guest memory,
 // then that word with one atomic (release) store, so the status byte
 // becomes visible together with, and never before, the rest.
-func (x *executor) writeRecord(w *work, addr uint64, c *completion) (ok bool) {
-	if !w.guarded {
-		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			if _, isFault := faultAddr(r); !isFault {
-				panic(r)
+func (x *executor) writeRecord(addr uint64, c *completion, guarded bool) (ok bool) {
+	if guarded {
+		defer func() {
+			if r := recover(); r != nil {
+				if _, isFault := faultAddr(r); !isFault {
+					panic(r)
+				}
+				ok = false
 			}
-			ok = false
-		}
-	}()
+		}()
+	}
 	if b, found := x.slice(addr, CompletionRecLen); found && uintptr(unsafe.Pointer(&b[0]))&3 == 0 {
 		b = b[:CompletionRecLen]
 		le := binary.LittleEndian
@@ -763,40 +815,49 @@ func (x *executor) batch(w *work, d *desc, c *completion, buf *[]byte) {
 	}
 }
 
-// complete writes the completion record (status byte last, with release
-// ordering) and raises the completion interrupt.
-func (x *executor) complete(w *work, d *desc, batchIdx int, c *completion) {
+// record writes the completion record (status byte last, with release
+// ordering) where the descriptor asks for one, and reports to SWERROR what
+// has no record to go to. guarded: see writeRecord.
+func (x *executor) record(w *work, d *desc, batchIdx int, c *completion, guarded bool) {
 	st := c.status &^ StatusFaultWrite
 	success := st == StatusSuccess
-	report := func(code byte, addr uint64, write bool) {
-		if x.swerr == nil {
-			return
-		}
-		e := SWError{Code: code, WQ: w.p.id, Desc: true, Opcode: d.op, PASID: w.pasid, Priv: w.priv,
-			FaultAddr: addr, FaultWrite: write}
-		if code == StatusInvalFlags {
-			// The same bitmask the completion record carries in bytes 16-18.
-			e.InvalidFlags = uint32(c.extra[0]) | uint32(c.extra[1])<<8 | uint32(c.extra[2])<<16
-		}
-		if batchIdx >= 0 {
-			e.Batch, e.BatchIndex = true, uint16(batchIdx)
-		}
-		x.swerr(e)
+	if success && d.flags&FlagRCR == 0 {
+		return
 	}
-	if !success || d.flags&FlagRCR != 0 {
-		switch {
-		case d.flags&FlagCRAV == 0:
-			if st != StatusSuccessPred && st != StatusBatchFail && !success {
-				report(st, c.fault, c.status&StatusFaultWrite != 0)
-			}
-		case d.crAddr&(CompletionRecLen-1) != 0:
-			report(StatusCRAlign, d.crAddr, true)
-		default:
-			if !x.writeRecord(w, d.crAddr, c) {
-				report(StatusCRFault, d.crAddr, true)
-			}
+	switch {
+	case d.flags&FlagCRAV == 0:
+		if st != StatusSuccessPred && st != StatusBatchFail && !success {
+			x.report(w, d, batchIdx, c, st, c.fault, c.status&StatusFaultWrite != 0)
+		}
+	case d.crAddr&(CompletionRecLen-1) != 0:
+		x.report(w, d, batchIdx, c, StatusCRAlign, d.crAddr, true)
+	default:
+		if !x.writeRecord(d.crAddr, c, guarded) {
+			x.report(w, d, batchIdx, c, StatusCRFault, d.crAddr, true)
 		}
 	}
+}
+
+// report logs a software error (SWERROR) for the descriptor.
+func (x *executor) report(w *work, d *desc, batchIdx int, c *completion, code byte, addr uint64, write bool) {
+	if x.swerr == nil {
+		return
+	}
+	e := SWError{Code: code, WQ: w.p.id, Desc: true, Opcode: d.op, PASID: w.pasid, Priv: w.priv,
+		FaultAddr: addr, FaultWrite: write}
+	if code == StatusInvalFlags {
+		// The same bitmask the completion record carries in bytes 16-18.
+		e.InvalidFlags = uint32(c.extra[0]) | uint32(c.extra[1])<<8 | uint32(c.extra[2])<<16
+	}
+	if batchIdx >= 0 {
+		e.Batch, e.BatchIndex = true, uint16(batchIdx)
+	}
+	x.swerr(e)
+}
+
+// interrupt raises the completion interrupt the descriptor asks for.
+func (x *executor) interrupt(w *work, d *desc, c *completion) {
+	st := c.status &^ StatusFaultWrite
 	if d.flags&FlagRCI != 0 && st != StatusIntHandle && x.intr != nil && !w.ims && int(d.handle) < x.vectors &&
 		(x.ignored == nil || !x.ignored(int(d.handle))) {
 		x.intr.Notify(int(d.handle))

@@ -88,8 +88,9 @@ func (s *intrSink) Notify(v int) {
 func fuzzExec(t *testing.T, fm *fuzzMem, desc *[64]byte, ims bool) byte {
 	var errs []SWError
 	sink := &intrSink{}
-	x := executor{mem: fm.mem, intr: sink, vectors: 3, opcap: OpCapDSA1, readbackCap: true,
+	x := executor{intr: sink, vectors: 3, opcap: OpCapDSA1, readbackCap: true,
 		swerr: func(e SWError) { errs = append(errs, e) }}
+	x.setMem(fm.mem)
 	p := wqParams{dedicated: true, maxXfer: 1 << 21, maxBatch: 32, opcap: [4]uint64{OpCapDSA1}}
 	w := work{desc: *desc, p: &p, ims: ims}
 	var buf []byte

@@ -35,19 +35,34 @@ func validPrefix(m *guestmem.Memory, gpa, n uint64) uint64 {
 	return n
 }
 
+// ramRange is one region of guest memory as the engines look it up: the
+// executor keeps them in one flat table (setMem), so a lookup reads one
+// array instead of following the memory's region pointers.
+type ramRange struct {
+	gpa, size uint64
+	host      []byte // len(host) == size
+}
+
+// setMem makes m the memory the executor's descriptors address.
+func (x *executor) setMem(m *guestmem.Memory) {
+	x.mem = m
+	x.ram = nil
+	for _, r := range m.Regions() {
+		h := r.Host()
+		x.ram = append(x.ram, ramRange{gpa: r.GPA, size: min(r.Size, uint64(len(h))), host: h})
+	}
+}
+
 // slice is the host view of [gpa, gpa+n) when it lies in one region (n > 0):
 // the one bounds check of an operand on the engines' fast paths. It walks
 // the (few) regions in place instead of guestmem's binary search with its
 // error value.
 func (x *executor) slice(gpa, n uint64) ([]byte, bool) {
-	for _, r := range x.mem.Regions() {
-		off := gpa - r.GPA
-		if gpa >= r.GPA && off < r.Size && n <= r.Size-off {
-			h := r.Host()
-			if uint64(len(h)) < off+n {
-				return nil, false
-			}
-			return h[off : off+n : off+n], true
+	for i := range x.ram {
+		r := &x.ram[i]
+		off := gpa - r.gpa
+		if gpa >= r.gpa && off < r.size && n <= r.size-off {
+			return r.host[off : off+n : off+n], true
 		}
 	}
 	return nil, false

@@ -114,6 +114,92 @@ func (r *Runner) SubmitTo(wq int, desc *[64]byte) {
 	w.mu.Unlock()
 }
 
+// Pull runs n descriptors on WQ wq, made by fill (i: 0..n-1), and returns
+// when all have completed. The engines submit them themselves, through the
+// WQ's portal as Submit does, a batch of up to batch whenever they run out
+// of work: the way they take descriptors from a mapped vfio-user portal
+// (SetIdlePoll), so feeding them costs their own CPU the submissions and no
+// thread wake-ups. The caller submits the first batch (it wakes a parked
+// engine), and another only when nothing moved for a millisecond. fill runs on an engine's goroutine and must not block;
+// it is called once per descriptor, in order. Engines that park at once
+// (RunnerOptions.Spin < 0) do not poll: the caller submits everything.
+func (r *Runner) Pull(wq, n, batch int, fill func(i int, d *[64]byte)) {
+	if n <= 0 {
+		return
+	}
+	w := r.d.wqs[wq]
+	batch = max(batch, 1)
+	var (
+		d       [64]byte
+		next    int  // descriptors made so far
+		pending bool // d was made and not yet accepted
+		all     = make(chan struct{})
+	)
+	// feed submits up to batch descriptors (w.mu held).
+	feed := func() int {
+		k := 0
+		for k < batch && (pending || next < n) {
+			if !pending {
+				fill(next, &d)
+				next++
+				pending = true
+			}
+			if r.d.submitLocked(w, PortalPage, &d, bus.MOVDIR64B, false) != submitted {
+				break
+			}
+			pending = false
+			k++
+			if next == n {
+				close(all)
+			}
+		}
+		return k
+	}
+	if r.d.cfg.spin() > 0 {
+		poll := func() int {
+			if !w.mu.TryLock() { // never block an engine
+				return 0
+			}
+			defer w.mu.Unlock()
+			return feed()
+		}
+		r.d.SetIdlePoll(poll)
+		defer r.d.SetIdlePoll(nil)
+		w.mu.Lock()
+		feed()
+		w.mu.Unlock()
+		// The engines pull the rest. One that found the WQ locked for its
+		// whole spin window (this goroutine preempted while it held it)
+		// has parked with nothing left to wake it: when nothing moved for
+		// a tick, feed a batch from here, which wakes it.
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for last := -1; ; {
+			select {
+			case <-all:
+				w.drain()
+				return
+			case <-tick.C:
+				w.mu.Lock()
+				if next == last {
+					feed()
+				}
+				last = next
+				w.mu.Unlock()
+			}
+		}
+	} else {
+		for next < n || pending {
+			w.mu.Lock()
+			for feed() == 0 && (pending || next < n) {
+				w.waitRoomLocked(r.size / 4)
+			}
+			w.mu.Unlock()
+		}
+	}
+	w.drain()
+}
+
 // Parks is how many times the engines have parked (gone to sleep after
 // their spin window) since the Runner started.
 func (r *Runner) Parks() uint64 { return r.d.Parks() }
@@ -165,7 +251,8 @@ func RunDescriptors(mem *guestmem.Memory, engines int, descs [][64]byte) error {
 // and 32-descriptor batches would, writes its completion record and returns
 // the operation's status (whether or not the record was written).
 func Execute(mem *guestmem.Memory, desc *[64]byte) byte {
-	x := executor{mem: mem, vectors: 1, opcap: OpCapDSA1, readbackCap: true}
+	x := executor{vectors: 1, opcap: OpCapDSA1, readbackCap: true}
+	x.setMem(mem)
 	w := work{desc: *desc, p: &defaultParams}
 	var buf []byte
 	return x.run(&w, &w.desc, -1, &buf)

@@ -50,14 +50,7 @@ func BenchmarkOps(b *testing.B) {
 			m := *newDesc(OpMemMove, 0, 0, uint64(src+i*n/batchN), uint64(dst+i*n/batchN), uint32(n/batchN))
 			copy(ram[list+64*i:], m[:])
 		}
-		var host float64 // MB/s of copy() for this size, from the sub-benchmark below
-		b.Run(fmt.Sprintf("size=%dK/host-copy", n>>10), func(b *testing.B) {
-			b.SetBytes(int64(n))
-			for b.Loop() {
-				copy(ram[dst:dst+n], ram[src:src+n])
-			}
-			host = float64(n) * float64(b.N) / b.Elapsed().Seconds() / 1e6
-		})
+		host := benchHostCopy(b, ram, src, dst, n)
 		ops := []struct {
 			name string
 			d    *[64]byte
@@ -93,6 +86,19 @@ func BenchmarkOps(b *testing.B) {
 			})
 		}
 	}
+}
+
+// benchHostCopy runs the size=nK/host-copy sub-benchmark, the host's copy()
+// of n bytes from src to dst in ram, and returns its MB/s.
+func benchHostCopy(b *testing.B, ram []byte, src, dst, n int) (mbps float64) {
+	b.Run(fmt.Sprintf("size=%dK/host-copy", n>>10), func(b *testing.B) {
+		b.SetBytes(int64(n))
+		for b.Loop() {
+			copy(ram[dst:dst+n], ram[src:src+n])
+		}
+		mbps = float64(n) * float64(b.N) / b.Elapsed().Seconds() / 1e6
+	})
+	return mbps
 }
 
 // BenchmarkEngines: 64 KiB copies with 1, 2 and 4 engines in the group.

@@ -48,14 +48,7 @@ func BenchmarkPull(b *testing.B) {
 	defer r.Close()
 	const src, dst, cr = 0, 32 << 20, 60 << 20
 	for _, n := range []int{4 << 10, 64 << 10} {
-		var host float64
-		b.Run(fmt.Sprintf("size=%dK/host-copy", n>>10), func(b *testing.B) {
-			b.SetBytes(int64(n))
-			for b.Loop() {
-				copy(ram[dst:dst+n], ram[src:src+n])
-			}
-			host = float64(n) * float64(b.N) / b.Elapsed().Seconds() / 1e6
-		})
+		host := benchHostCopy(b, ram, src, dst, n)
 		b.Run(fmt.Sprintf("size=%dK/memmove", n>>10), func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(n))

@@ -15,7 +15,8 @@
 //	exec.go    descriptor validation, operations, completion records, interrupts
 //	crc.go, dif.go  CRC-32C and T10 DIF
 //	pci.go     Function/NewFunction/AddPCI: config space, PCIe and MSI-X capabilities
-//	runner.go  Runner/RunDescriptors/Execute: the engines without a guest (benchmarks)
+//	runner.go  Runner/RunDescriptors/Execute: the engines without a guest (benchmarks);
+//	           Runner.Pull lets the engines feed themselves
 //	mem.go     guest-memory access for the engines (one bounds check per operand)
 //	desc.go    Descriptor/CompletionRecord encoders
 //

@@ -163,8 +163,7 @@ func engineThroughput(mem *guestmem.Memory, run *dsa.Runner, descs []*[64]byte, 
 				defer wg.Done()
 				d := *descs[q]
 				for i := 0; i < k; i++ {
-					// A distinct completion record per descriptor in flight.
-					binary.LittleEndian.PutUint64(d[8:], crs[q]+uint64(crStride*(seq[q]%crSlots)))
+					setCR(&d, crs[q], seq[q])
 					seq[q]++
 					run.SubmitTo(q, &d)
 				}
@@ -178,11 +177,26 @@ func engineThroughput(mem *guestmem.Memory, run *dsa.Runner, descs []*[64]byte, 
 		return 0, err
 	}
 	for q := range descs {
-		if st, _ := mem.ReadU8(crs[q] + uint64(crStride*((seq[q]-1)%crSlots))); st != dsaOK {
-			return 0, fmt.Errorf("completion status %#x, want success", st)
+		if err := lastCompleted(mem, crs[q], seq[q]); err != nil {
+			return 0, err
 		}
 	}
 	return mbps, nil
+}
+
+// setCR gives descriptor seq its completion record: a distinct one per
+// descriptor in flight, cycling through crSlots records from cr.
+func setCR(d *[64]byte, cr uint64, seq int) {
+	binary.LittleEndian.PutUint64(d[8:], cr+uint64(crStride*(seq%crSlots)))
+}
+
+// lastCompleted checks the completion record of the last of seq
+// descriptors given records by setCR.
+func lastCompleted(mem *guestmem.Memory, cr uint64, seq int) error {
+	if st, _ := mem.ReadU8(cr + uint64(crStride*((seq-1)%crSlots))); st != dsaOK {
+		return fmt.Errorf("completion status %#x, want success", st)
+	}
+	return nil
 }
 
 // pullBatch is how many descriptors an engine that runs dry submits for
@@ -201,7 +215,7 @@ func enginePulled(mem *guestmem.Memory, run *dsa.Runner, desc *[64]byte, cr uint
 	mbps, _, err := ThroughputN(n, dur, func(k int) error {
 		run.Pull(0, k, pullBatch, func(_ int, d *[64]byte) {
 			*d = *desc
-			binary.LittleEndian.PutUint64(d[8:], cr+uint64(crStride*(seq%crSlots)))
+			setCR(d, cr, seq)
 			seq++
 		})
 		return nil
@@ -209,10 +223,7 @@ func enginePulled(mem *guestmem.Memory, run *dsa.Runner, desc *[64]byte, cr uint
 	if err != nil {
 		return 0, err
 	}
-	if st, _ := mem.ReadU8(cr + uint64(crStride*((seq-1)%crSlots))); st != dsaOK {
-		return 0, fmt.Errorf("completion status %#x, want success", st)
-	}
-	return mbps, nil
+	return mbps, lastCompleted(mem, cr, seq)
 }
 
 // engineScaling: memmove of n bytes on 2 independent WQs (each its own

@@ -553,8 +553,11 @@ func (g *group) idle(st *spinState) bool {
 	start := clock()
 	poll := g.idlePoll.Load() != nil
 	if poll {
-		// An engine that polls keeps the whole window, even one whose
-		// window had shrunk before the poller was set.
+		// Spinning is how this device sees its descriptors (the engine
+		// polls a mapped portal, or feeds itself for Runner.Pull): the
+		// window is not adapted away, or a slow spell would leave every
+		// descriptor to a sleeping poller, and it is whole even if it
+		// had shrunk before the poller was set.
 		st.cur = g.spin
 	}
 	spun := st.cur > 0
@@ -587,10 +590,8 @@ func (g *group) idle(st *spinState) bool {
 	}
 	switch gap := g.kicked.Load() - start; {
 	case g.idlePoll.Load() != nil:
-		// Spinning is how this device sees its descriptors (the engine
-		// polls the mapped portal): no adapting it away, or a slow
-		// spell would leave every descriptor to the sleeping poller.
-		st.cur = g.spin
+		// A polling engine's window is not adapted: the next idle
+		// starts it whole (above).
 	case spun:
 		if st.cur /= 2; st.cur < minSpin {
 			st.cur = 0

@@ -46,7 +46,7 @@ type ramRange struct {
 // setMem makes m the memory the executor's descriptors address.
 func (x *executor) setMem(m *guestmem.Memory) {
 	x.mem = m
-	x.ram = nil
+	x.ram = nil // a new table: the copies already published keep theirs
 	for _, r := range m.Regions() {
 		h := r.Host()
 		x.ram = append(x.ram, ramRange{gpa: r.GPA, size: min(r.Size, uint64(len(h))), host: h})

@@ -12,11 +12,14 @@ import (
 // completion record) on the calling goroutine, as an engine runs it.
 func BenchmarkRun(b *testing.B) {
 	mem, _ := benchMemory(b)
-	x := executor{vectors: 1, opcap: OpCapDSA1, readbackCap: true}
-	x.setMem(mem)
+	x := standaloneExecutor(mem)
 	const src, dst, cr = 0, 32 << 20, 60 << 20
-	for _, n := range []int{64, 4 << 10} {
-		b.Run(map[int]string{64: "memmove-64B", 4 << 10: "memmove-4K"}[n], func(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"memmove-64B", 64}, {"memmove-4K", 4 << 10}} {
+		n := c.n
+		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(n))
 			w := work{p: &defaultParams, guarded: true}

@@ -120,9 +120,10 @@ func (r *Runner) SubmitTo(wq int, desc *[64]byte) {
 // of work: the way they take descriptors from a mapped vfio-user portal
 // (SetIdlePoll), so feeding them costs their own CPU the submissions and no
 // thread wake-ups. The caller submits the first batch (it wakes a parked
-// engine), and another only when nothing moved for a millisecond. fill runs on an engine's goroutine and must not block;
-// it is called once per descriptor, in order. Engines that park at once
-// (RunnerOptions.Spin < 0) do not poll: the caller submits everything.
+// engine), and another only when nothing moved for a millisecond. fill runs
+// on an engine's goroutine and must not block; it is called once per
+// descriptor, in order. Engines that park at once (RunnerOptions.Spin < 0)
+// do not poll: the caller submits everything.
 func (r *Runner) Pull(wq, n, batch int, fill func(i int, d *[64]byte)) {
 	if n <= 0 {
 		return
@@ -174,11 +175,11 @@ func (r *Runner) Pull(wq, n, batch int, fill func(i int, d *[64]byte)) {
 		// a tick, feed a batch from here, which wakes it.
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
+	wait:
 		for last := -1; ; {
 			select {
 			case <-all:
-				w.drain()
-				return
+				break wait
 			case <-tick.C:
 				w.mu.Lock()
 				if next == last {
@@ -251,11 +252,18 @@ func RunDescriptors(mem *guestmem.Memory, engines int, descs [][64]byte) error {
 // and 32-descriptor batches would, writes its completion record and returns
 // the operation's status (whether or not the record was written).
 func Execute(mem *guestmem.Memory, desc *[64]byte) byte {
-	x := executor{vectors: 1, opcap: OpCapDSA1, readbackCap: true}
-	x.setMem(mem)
+	x := standaloneExecutor(mem)
 	w := work{desc: *desc, p: &defaultParams}
 	var buf []byte
 	return x.run(&w, &w.desc, -1, &buf)
+}
+
+// standaloneExecutor is the executor Execute runs descriptors with: one
+// interrupt vector, none raised, no SWERROR, the DSA 1.0 operations.
+func standaloneExecutor(mem *guestmem.Memory) executor {
+	x := executor{vectors: 1, opcap: OpCapDSA1, readbackCap: true}
+	x.setMem(mem)
+	return x
 }
 
 var defaultParams = wqParams{dedicated: true, maxXfer: 1 << 21, maxBatch: 32, opcap: [4]uint64{OpCapDSA1}}

@@ -2,10 +2,11 @@
 # go-test-nested.sh SECONDS PKG... : go test each package inside the nested
 # kvm_amd VM (run-in-nested-kvm.sh, killed after SECONDS). A package whose
 # VM itself failed (the script's "timed out", "VM stopped" or "stopped making
-# progress" report: the nested stack (QEMU/TCG's SVM, the outer kvm_amd) now and then livelocks the outer
-# kernel) is run once more, and that retry is announced. A test failure is
-# never retried here (the e2e helpers re-run a guest that the nested stack broke
-# once, inside the VM: images/nested/README.md).
+# progress" report: the nested stack (QEMU/TCG's SVM, the outer kvm_amd) now
+# and then livelocks the outer kernel) is run once more, and that retry is
+# announced. A test failure is never retried here (the e2e helpers re-run a
+# guest that the nested stack broke once, inside the VM:
+# images/nested/README.md).
 # Extra go test flags: GO_TEST_FLAGS; extra run-in-nested-kvm.sh options:
 # NESTED_ARGS (e.g. "-c 2"). Environment (GODVM_*) passes through.
 set -uo pipefail
